@@ -1,0 +1,1 @@
+"""Built-in connectors: sensor networks and citizen channels in, messages out."""

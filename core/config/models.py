@@ -1,0 +1,174 @@
+"""The shape of a commune's configuration, validated at start-up.
+
+These are the objects plugins receive as ``commune``; they are read-only
+during the life of the process.
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+QuestionType = Literal["string", "text", "number", "integer", "boolean", "date", "choice", "multichoice"]
+Priority = Literal["low", "normal", "high", "urgent"]
+PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Choice(BaseModel):
+    model_config = _STRICT
+    key: str
+    name: str
+
+
+class Question(BaseModel):
+    """A question asked when this category is reported (an Open311 attribute)."""
+
+    model_config = _STRICT
+    code: str = Field(pattern=r"^[a-z0-9_]+$")
+    label: str
+    type: QuestionType = "string"
+    required: bool = False
+    choices: tuple[Choice, ...] = ()
+    help: str | None = None
+
+    @model_validator(mode="after")
+    def _choices_match_type(self) -> Question:
+        if self.type in ("choice", "multichoice") and not self.choices:
+            raise ValueError(f"question {self.code!r} of type {self.type} needs choices")
+        if self.type not in ("choice", "multichoice") and self.choices:
+            raise ValueError(f"question {self.code!r} has choices but type {self.type}")
+        return self
+
+
+class Category(BaseModel):
+    """A kind of problem the commune handles: an Open311 service."""
+
+    model_config = _STRICT
+    code: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
+    group: str
+    description: str | None = None
+    keywords: tuple[str, ...] = ()
+    team: str | None = None
+    priority: Priority = "normal"
+    # Hours to resolve, counted in business hours unless ``calendar_hours``.
+    resolution_hours: float | None = Field(default=None, gt=0)
+    calendar_hours: bool = False
+    questions: tuple[Question, ...] = ()
+    public: bool = True
+
+    def question(self, code: str) -> Question | None:
+        return next((q for q in self.questions if q.code == code), None)
+
+
+class Team(BaseModel):
+    """A team that works tickets (a depot, an area hub's crew, the call centre)."""
+
+    model_config = _STRICT
+    code: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
+    hub: str | None = None
+    email: str | None = None
+    on_call_phone: str | None = None
+
+
+class BusinessHours(BaseModel):
+    """Opening hours used for due dates, in the commune's timezone."""
+
+    model_config = _STRICT
+    timezone: str = "Europe/Paris"
+    monday: tuple[str, ...] = ("08:30-12:00", "13:30-17:00")
+    tuesday: tuple[str, ...] = ("08:30-12:00", "13:30-17:00")
+    wednesday: tuple[str, ...] = ("08:30-12:00", "13:30-17:00")
+    thursday: tuple[str, ...] = ("08:30-12:00", "13:30-17:00")
+    friday: tuple[str, ...] = ("08:30-12:00", "13:30-17:00")
+    saturday: tuple[str, ...] = ()
+    sunday: tuple[str, ...] = ()
+    holidays: tuple[date, ...] = ()
+
+    @field_validator("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    @classmethod
+    def _valid_ranges(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            parse_range(item)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    def ranges(self, weekday: int) -> list[tuple[time, time]]:
+        """Opening ranges for a weekday (0 = Monday)."""
+        names = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+        return [parse_range(item) for item in getattr(self, names[weekday])]
+
+
+def parse_range(text: str) -> tuple[time, time]:
+    """Parse ``"08:30-12:00"``; raise ValueError naming the bad range."""
+    try:
+        start_text, end_text = text.split("-")
+        start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a range like 08:30-12:00") from exc
+    if end <= start:
+        raise ValueError(f"{text!r} ends before it starts")
+    return start, end
+
+
+class Commune(BaseModel):
+    """One commune: what it handles, who works it, which plugins it enables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str
+    reference_prefix: str = Field(pattern=r"^[A-Z]{2,5}$")
+    insee_code: str | None = None
+    hub: str | None = None
+    center: tuple[float, float] | None = None  # (latitude, longitude)
+    bbox: tuple[float, float, float, float] | None = None  # min_lon, min_lat, max_lon, max_lat
+    languages: tuple[str, ...] = ("fr", "en")
+    categories: tuple[Category, ...] = ()
+    teams: tuple[Team, ...] = ()
+    business_hours: BusinessHours = BusinessHours()
+    # Validated settings of each enabled plugin, by plugin name. A plugin
+    # without a settings model gets an empty dict.
+    plugins: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None  # the file it came from, for messages
+
+    def category(self, code: str) -> Category | None:
+        return next((c for c in self.categories if c.code == code), None)
+
+    def team(self, code: str) -> Team | None:
+        return next((t for t in self.teams if t.code == code), None)
+
+    def enables(self, plugin_name: str) -> bool:
+        return plugin_name in self.plugins
+
+    def plugin_config(self, plugin_name: str) -> Any:
+        """The validated settings of a plugin for this commune (None if not enabled)."""
+        return self.plugins.get(plugin_name)
+
+
+class Area(BaseModel):
+    """A metropolitan area (or a single town): the communes Vigie serves."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    communes: dict[str, Commune]
+
+    def commune(self, slug: str) -> Commune | None:
+        return self.communes.get(slug)
+
+    def by_prefix(self, prefix: str) -> Commune | None:
+        return next((c for c in self.communes.values() if c.reference_prefix == prefix), None)

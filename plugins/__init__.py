@@ -1,0 +1,1 @@
+"""Built-in plugins that a commune may enable: routing, due dates, telemetry..."""
