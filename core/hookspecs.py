@@ -50,7 +50,7 @@ def register_categories(commune: Commune) -> Iterable[Category] | None:
     is loaded, after the commune's own categories are read from its TOML
     file. A category whose code the commune already defines is ignored (the
     commune's file wins). Collected. Return None to add nothing. An exception
-    is reported as a configuration problem of that commune and plugin.
+    is logged with the plugin's name, and that plugin adds nothing.
     """
 
 
