@@ -1,0 +1,1 @@
+"""The staff HTTP API (FastAPI), under ``/api/v1``."""

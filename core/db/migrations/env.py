@@ -1,0 +1,35 @@
+"""Alembic environment: the engine comes from Vigie's settings (or the caller)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from core.db.models import Base
+
+config = context.config
+
+
+def _engine():
+    engine = config.attributes.get("engine")
+    if engine is not None:
+        return engine
+    from core.db.engine import make_engine
+    from core.settings import Settings
+
+    return make_engine(Settings().database_url)
+
+
+def run_migrations_online() -> None:
+    with _engine().connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
+run_migrations_online()

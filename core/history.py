@@ -1,0 +1,42 @@
+"""The append-only history of a ticket: who, when, what changed, why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db.models import Ticket, TicketEvent
+from core.db.types import utcnow
+
+
+def record(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    action: str,
+    changes: dict[str, Any] | None = None,
+    comment: str | None = None,
+    public: bool = True,
+) -> TicketEvent:
+    """Add one history event to ``ticket`` (flushed with the caller's transaction)."""
+    event = TicketEvent(
+        ticket_id=ticket.id,
+        at=utcnow(),
+        actor=actor,
+        action=action,
+        changes=changes or {},
+        comment=comment,
+        public=public,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def history_of(session: Session, ticket_id: int, public_only: bool = False) -> list[TicketEvent]:
+    query = select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id)
+    if public_only:
+        query = query.where(TicketEvent.public.is_(True))
+    return list(session.scalars(query))
