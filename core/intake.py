@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from core import events, history
 from core.answers import validate_answers
-from core.config import PRIORITIES, Commune
+from core.config import Commune
+from core.config.models import PRIORITIES
 from core.db.models import SignalRecord, Ticket
 from core.db.types import utcnow
 from core.errors import InvalidInput

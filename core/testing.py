@@ -1,1 +1,134 @@
-"""pytest fixtures for Vigie and for plugin authors (loaded as a pytest plugin)."""
+"""pytest fixtures for Vigie and for plugin authors, loaded as a pytest plugin.
+
+A connector's own tests can be a few lines::
+
+    import my_plugin
+
+    @pytest.fixture
+    def vigie_plugins():
+        return (my_plugin,)
+
+    def test_creates_ticket(vigie_api):
+        headers = vigie_api.headers("admin")
+        response = vigie_api.client.post("/api/v1/tickets", json={...}, headers=headers)
+        assert response.status_code == 201
+
+Fixtures: ``vigie_database_url`` (SQLite, and PostgreSQL too when
+``VIGIE_TEST_DATABASE_URL`` is set: tests using it run once per database),
+``vigie_config_dir``, ``vigie_plugins``, ``vigie_settings``, ``vigie_runtime``,
+``vigie_app``, ``vigie_api``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEST_DATABASE_ENV = "VIGIE_TEST_DATABASE_URL"
+
+
+def _postgres_schema_url(base_url: str) -> Iterator[str]:
+    """A fresh schema on the test server for one test; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"vigie_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base_url else "?"
+    try:
+        yield f"{base_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def vigie_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: SQLite, then PostgreSQL if VIGIE_TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'vigie.db'}"
+        return
+    base_url = os.environ.get(TEST_DATABASE_ENV)
+    if not base_url:
+        pytest.skip(f"PostgreSQL: set {TEST_DATABASE_ENV} to run this test on PostgreSQL too")
+    yield from _postgres_schema_url(base_url)
+
+
+@pytest.fixture
+def vigie_config_dir() -> Path:
+    """The configuration to load; defaults to the example area shipped in ``config/``."""
+    return Path(__file__).resolve().parent.parent / "config"
+
+
+@pytest.fixture
+def vigie_plugins() -> tuple[Any, ...]:
+    """Extra plugin objects to register (override in your tests). Each needs a ``name``
+    attribute or a ``__name__``; a commune uses it only if its config enables it."""
+    return ()
+
+
+@pytest.fixture
+def vigie_settings(vigie_database_url: str, vigie_config_dir: Path, tmp_path: Path):
+    from core.settings import Settings
+
+    return Settings(
+        database_url=vigie_database_url,
+        config_dir=vigie_config_dir,
+        data_dir=tmp_path / "data",
+        area_name=None,
+    )
+
+
+@pytest.fixture
+def vigie_runtime(vigie_settings, vigie_plugins):
+    from core.plugin_manager import get_plugin_manager
+    from core.runtime import open_runtime
+
+    pm = get_plugin_manager(vigie_settings, extra_plugins=tuple(vigie_plugins))
+    runtime = open_runtime(vigie_settings, pm)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def vigie_app(vigie_runtime):
+    from core.api.app import create_app
+
+    return create_app(runtime=vigie_runtime)
+
+
+@dataclass
+class VigieApi:
+    """A test client on the app, and tokens made on demand."""
+
+    client: Any
+    runtime: Any
+
+    def token(self, role: str = "admin", communes: tuple[str, ...] | list[str] = ("all",)) -> str:
+        from core.auth import create_token
+
+        with self.runtime.sessions() as session:
+            plaintext = create_token(
+                session, role, list(communes), f"test-{role}", list(self.runtime.area.communes)
+            )
+            session.commit()
+        return plaintext
+
+    def headers(self, role: str = "admin", communes: tuple[str, ...] | list[str] = ("all",)) -> dict:
+        return {"Authorization": f"Bearer {self.token(role, communes)}"}
+
+
+@pytest.fixture
+def vigie_api(vigie_app, vigie_runtime) -> Iterator[VigieApi]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(vigie_app, raise_server_exceptions=False) as client:
+        yield VigieApi(client, vigie_runtime)

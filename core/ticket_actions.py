@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import events, history
-from core.config import PRIORITIES
+from core.config.models import PRIORITIES
 from core.db.models import Ticket
 from core.db.types import utcnow
 from core.errors import Conflict, InvalidInput, NotFound

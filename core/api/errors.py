@@ -32,12 +32,12 @@ def install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
-        return _problems_response(status.HTTP_422_UNPROCESSABLE_ENTITY, summary, problems)
+        return _problems_response(422, summary, problems)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
         problems = [{"field": p.field, "reason": p.reason} for p in exc.problems]
-        return _problems_response(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc), problems)
+        return _problems_response(422, str(exc), problems)
 
     @app.exception_handler(IllegalTransition)
     async def _transition(_request: Request, exc: IllegalTransition) -> JSONResponse:

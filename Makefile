@@ -1,0 +1,31 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test serve lint bench-ingest clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Vigie needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## make demo: install, migrate var/vigie.db, load the example area with demo tickets, serve on :8000
+demo: $(VENV)/.installed
+	$(BIN)/vigie demo --host 127.0.0.1 --port 8000
+
+## make serve: serve the configured area (VIGIE_DATABASE_URL, VIGIE_CONFIG_DIR...)
+serve: $(VENV)/.installed
+	$(BIN)/vigie serve
+
+## make test: the whole suite (PostgreSQL too when VIGIE_TEST_DATABASE_URL is set)
+test: $(VENV)/.installed
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check core plugins connectors tests bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
