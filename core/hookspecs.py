@@ -80,7 +80,7 @@ def register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``vigie`` command line.
 
     Called once when the CLI starts; add commands with ``cli.add_command`` or
-    the ``@cli.command()`` decorator. Return value ignored.
+    the ``@cli.command()`` decorator. Collected; return value ignored.
     """
 
 
@@ -149,8 +149,12 @@ def ticket_status_changed(
 
 @hookspec
 def signal_attached(ticket: TicketSnapshot, signal: Signal, commune: Commune) -> None:
-    """A further report or alert joined an existing ticket (after commit).
-    Collected; return value ignored. Raising is logged.
+    """A further report or alert joined an existing ticket.
+
+    Called once per joining signal, after commit: a repeated sensor alert, a
+    second resident reporting the same problem. ``signal`` is the incoming
+    :class:`Alert` or :class:`Report`. Collected; return value ignored.
+    Raising is logged.
     """
 
 

@@ -51,6 +51,10 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
     else:
         joined = _join_open_alert(session, signal)
         if joined is not None:
+            session.flush()
+            events.after_commit(
+                session, "signal_attached", ticket=joined.ticket.snapshot(), signal=signal, commune=commune
+            )
             return IntakeResult(joined, joined.ticket, created=False)
     record = _signal_record(signal, commune)
     session.add(record)

@@ -167,14 +167,21 @@ def get_plugin_manager(
             plugin = entry_point.load()
         except Exception as exc:
             raise PluginLoadError(f'Error loading plugin "{entry_point.name}": {exc}') from exc
-        pm.register(plugin, name=entry_point.name)
+        try:
+            pm.register(plugin, name=entry_point.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f'Error loading plugin "{entry_point.name}": {exc}') from exc
         dist = getattr(entry_point, "dist", None)
         pm.versions[entry_point.name] = dist.version if dist is not None else None
     for plugin in extra_plugins:
         name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
-        pm.register(plugin, name=name)
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f'Error loading plugin "{name}": {exc}') from exc
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginLoadError(f'Error loading plugin "{exc.plugin_name}": {exc}') from exc
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginLoadError(f'Error loading plugin "{name}": {exc}') from exc
     return pm
