@@ -55,6 +55,19 @@ def register_categories(commune: Commune) -> Iterable[Category] | None:
 
 
 @hookspec
+def check_commune(commune: Commune) -> Iterable[str] | None:
+    """Problems in this plugin's settings that only show against the whole
+    commune (a team or category it names that the commune does not define).
+
+    Called once per commune that enables the plugin, when the configuration
+    is loaded or checked (``vigie config check``), after its categories are
+    complete. Collected: return reasons as plain sentences; each is reported
+    as ``<file>: plugins.<plugin name>: <reason>`` and stops start-up. Return
+    None or an empty list when all is well. Raising is logged.
+    """
+
+
+@hookspec
 def register_connectors() -> Iterable[Connector] | None:
     """Connectors this plugin provides (see :mod:`core.connectors`).
 
@@ -188,6 +201,7 @@ def store_telemetry(readings: list[Reading], commune: Commune, settings: Setting
 PER_COMMUNE_HOOKS: frozenset[str] = frozenset(
     {
         "register_categories",
+        "check_commune",
         "draft_ticket",
         "route_ticket",
         "compute_due_date",

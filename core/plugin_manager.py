@@ -95,14 +95,18 @@ class VigiePluginManager(pluggy.PluginManager):
             )
             return False, None
 
-    def call_all(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every (enabled) implementation; collect the non-None results."""
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every (enabled) implementation; give (plugin name, result) for non-None results."""
         results = []
         for impl in self._impls(hook_name, kwargs.get("commune")):
             ok, result = self._call_one(impl, hook_name, kwargs)
             if ok and result is not None:
-                results.append(result)
+                results.append((impl.plugin_name, result))
         return results
+
+    def call_all(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every (enabled) implementation; collect the non-None results."""
+        return [result for _name, result in self.call_each(hook_name, **kwargs)]
 
     def call_first(self, hook_name: str, **kwargs: Any) -> tuple[Any, str | None]:
         """Call implementations until one returns non-None; give (result, plugin name)."""

@@ -59,15 +59,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_dir = Path(os.environ.get("VIGIE_CONFIG_DIR", "config"))
+        given = getattr(init_settings, "init_kwargs", {}).get("config_dir")
+        config_dir = Path(given or os.environ.get("VIGIE_CONFIG_DIR", "config"))
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_dir / "vigie.toml")
         return (init_settings, env_settings, toml, file_secret_settings)
 
     @model_validator(mode="after")
-    def _no_demo_database_in_production(self) -> Settings:
-        # The demo's SQLite file is fine on a laptop; a city's server must say
-        # where its data lives, so that nobody runs production on var/vigie.db
-        # by accident. VIGIE_DEMO=1 (set by ``vigie demo``) allows it.
+    def _no_open_cors_outside_demo(self) -> Settings:
+        # Any web page could then drive the staff API with a stolen token.
+        if "*" in self.api.cors_origins and not self.demo:
+            raise ValueError(
+                "api.cors_origins: '*' is allowed only with VIGIE_DEMO=1; list the staff app's origins"
+            )
         return self
 
     @property

@@ -32,6 +32,19 @@ class Settings(BaseModel):
     redirects: dict[str, Redirect] = {}
 
 
+@hookimpl
+def check_commune(commune: Commune) -> list[str]:
+    settings: Settings = commune.plugin_config("routing") or Settings()
+    teams = ", ".join(t.code for t in commune.teams) or "none"
+    problems = []
+    if settings.default_team and commune.team(settings.default_team) is None:
+        problems.append(f'default_team "{settings.default_team}" is not a team of {commune.slug} (teams: {teams})')
+    for code in settings.redirects:
+        if commune.category(code) is None:
+            problems.append(f'redirects.{code}: "{code}" is not a category of {commune.slug}')
+    return problems
+
+
 @hookimpl(trylast=True)
 def route_ticket(ticket: TicketSnapshot, commune: Commune) -> RoutingDecision | None:
     settings: Settings = commune.plugin_config("routing") or Settings()

@@ -47,6 +47,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    if settings.api.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.api.cors_origins,
+            allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
     install_error_handlers(app)
     for router in CORE_ROUTERS:
         app.include_router(router)

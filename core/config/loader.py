@@ -226,11 +226,12 @@ def _with_plugin_categories(
     teams = sorted(team.code for team in commune.teams)
     added: list[Category] = []
     problems = []
-    for result in pm.call_all("register_categories", commune=commune):
+    for plugin, result in pm.call_each("register_categories", commune=commune):
         for category in [result] if isinstance(result, Category) else result:
             if not isinstance(category, Category):
                 log.warning(
-                    "register_categories for commune %s returned %r, not a Category; ignored",
+                    'plugin "%s": register_categories for commune %s returned %r, not a Category; ignored',
+                    plugin,
                     commune.slug,
                     category,
                 )
@@ -243,12 +244,15 @@ def _with_plugin_categories(
                     f"{_no_such_team(category.team, teams)}; "
                     "add the team, or define the category in this file"
                 )
-                problems.append(ConfigProblem(file, "", reason))
+                problems.append(ConfigProblem(file, f"plugins.{plugin}", reason))
             codes.add(category.code)
             added.append(category)
-    if not added:
-        return commune, problems
-    return commune.model_copy(update={"categories": (*commune.categories, *added)}), problems
+    if added:
+        commune = commune.model_copy(update={"categories": (*commune.categories, *added)})
+    for plugin, reasons in pm.call_each("check_commune", commune=commune):
+        for reason in [reasons] if isinstance(reasons, str) else reasons:
+            problems.append(ConfigProblem(file, f"plugins.{plugin}", str(reason)))
+    return commune, problems
 
 
 # --- Across files -------------------------------------------------------------

@@ -430,7 +430,7 @@ def test_plugin_category_naming_a_missing_team_is_a_problem(tmp_path):
     write_config(tmp_path, {"communes/royat.toml": commune_toml("royat", "ROY", body)})
     pm = get_plugin_manager(extra_plugins=(WaterPlugin(),))
     assert problems(tmp_path, pm) == [
-        'communes/royat.toml: category "eau-compteur" added by a plugin: team "regie-eau" is '
+        'communes/royat.toml: plugins.eau_test: category "eau-compteur" added by a plugin: team "regie-eau" is '
         "not defined: this commune has no [[teams]]; add the team, or define the category "
         "in this file"
     ]

@@ -40,6 +40,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
         self.raising: set[str] = set()
+        self.config_problems: list[str] = []
 
     def _seen(self, hook: str, **kwargs) -> None:
         self.calls.append((hook, kwargs))
@@ -53,6 +54,11 @@ class Recorder:
     def register_categories(self, commune):
         self._seen("register_categories", commune=commune)
         return [Category(code="recorder-test", name="Catégorie du plugin", group="Autre")]
+
+    @hookimpl
+    def check_commune(self, commune):
+        self._seen("check_commune", commune=commune)
+        return self.config_problems
 
     @hookimpl
     def register_connectors(self):
@@ -182,6 +188,21 @@ def test_register_categories(vigie_api):
     codes = {c["slug"]: {cat["code"] for cat in c["categories"]} for c in communes}
     assert "recorder-test" in codes["clermont-ferrand"]
     assert "recorder-test" not in codes["chamalieres"], "a commune that does not enable it"
+
+
+def test_check_commune(recorder, vigie_config_dir):
+    from core.config.loader import check_config
+    from core.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager(extra_plugins=(recorder,))
+    assert check_config(vigie_config_dir, pm)[1] == []
+    assert [c["commune"].slug for c in recorder.called("check_commune")] == ["clermont-ferrand"]
+    recorder.config_problems = ["threshold must be set for a commune with sensors"]
+    area, problems = check_config(vigie_config_dir, pm)
+    assert area is None
+    assert [str(p) for p in problems] == [
+        "communes/clermont-ferrand.toml: plugins.recorder: threshold must be set for a commune with sensors"
+    ]
 
 
 def test_register_connectors(vigie_runtime):
