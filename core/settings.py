@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -31,6 +32,60 @@ class OutboxSettings(BaseModel):
     retry_base_seconds: float = Field(default=30.0, gt=0)
 
 
+class IngestSettings(BaseModel):
+    """Sensor ingestion: the MQTT subscriber of ``vigie serve`` / ``vigie ingest``.
+
+    The broker is ``VIGIE_MQTT_URL`` (``mqtt://user:pass@host:1883`` or
+    ``mqtts://...:8883``); without it ``vigie serve`` starts an embedded broker.
+    """
+
+    # False: this process does not ingest (API-only processes behind a load balancer).
+    enabled: bool = True
+    # Stable id: the broker keeps this client's session (and its unacked
+    # messages) across restarts. Default ``vigie-ingest-<hostname>`` (``vigie-serve-``
+    # for ``vigie serve``); give each process on one host its own (``--client-id``).
+    client_id: str | None = Field(default=None, min_length=1, max_length=100)
+    # ``$share/<group>/<filter>`` so several ``vigie ingest`` share the load
+    # (MQTT 5 brokers: Mosquitto >= 1.6, EMQX, HiveMQ...). "" subscribes plainly.
+    shared_group: str = Field(default="vigie", pattern=r"^[^/+#]*$")
+    # Topics when the communes name none (``mqtt_topics`` in their files).
+    default_topics: list[str] = [
+        "v3/+/devices/+/up",
+        "application/+/device/+/event/up",
+        "wmbus/#",
+        "vigie/#",
+    ]
+    extra_topics: list[str] = []
+    # A batch is committed when it holds batch_size messages or is batch_ms old.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_ms: int = Field(default=50, ge=1, le=10_000)
+    # "auto": MQTT 5 when the broker speaks it, else 3.1.1 (no shared subscriptions).
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive: int = Field(default=60, ge=5)
+    # How long the broker keeps the session (subscriptions, queued messages) while we are away.
+    session_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    # MQTT 5 Receive Maximum: unacknowledged messages the broker may send us at once.
+    receive_maximum: int = Field(default=2000, ge=1, le=65535)
+    reconnect_min_seconds: float = Field(default=1.0, gt=0)
+    reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    # CA bundle for mqtts:// when the broker's certificate is not from a public CA.
+    tls_ca_file: Path | None = None
+    # Embedded broker of ``vigie serve`` when VIGIE_MQTT_URL is unset.
+    embedded_port: int = Field(default=1883, ge=1, le=65535)
+    # How often ``vigie serve`` / ``vigie ingest`` look for silent meters.
+    silent_check_minutes: float = Field(default=15.0, gt=0)
+    # The pipeline (core.ingest): a bigger payload goes to the dead letters unread.
+    max_payload_bytes: int = Field(default=65_536, ge=256, le=16 * 1024 * 1024)
+    # A storm: this many distinct devices raising the same condition on the same
+    # asset (cabinet/circuit, supply point, parking site; else the device's
+    # ``sector`` or ``zone`` tag) within the window become one incident ticket.
+    storm_threshold: int = Field(default=10, ge=2)
+    storm_window_seconds: float = Field(default=600, gt=0)
+    # How long a process trusts its cached copy of the device registry: an
+    # import through another process is seen after this long, in this one at once.
+    device_cache_seconds: float = Field(default=60, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything the platform itself needs; communes are configured in ``config/communes``."""
 
@@ -49,6 +104,7 @@ class Settings(BaseSettings):
     disabled_plugins: list[str] = []
     api: ApiSettings = ApiSettings()
     outbox: OutboxSettings = OutboxSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @classmethod
     def settings_customise_sources(
