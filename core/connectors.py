@@ -7,7 +7,7 @@ messages out. They are contributed by plugins through ``register_connectors``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from core.signals import Alert, DeviceInfo, Reading, Uplink
 
@@ -26,16 +26,28 @@ class Connector:
 class SensorConnector(Connector):
     """Reads decoded sensor payloads of one device kind.
 
-    ``interpret`` receives the uplink (envelope already removed) and the
-    registered device; it returns alerts (conditions raised or cleared) and
-    readings (telemetry). It raises ``ValueError`` with a reason when the
-    payload does not make sense: the message then goes to the dead letters.
+    ``interpret`` receives the uplink (envelope already removed), the
+    registered device, its commune and the device's ``state``; it returns
+    alerts (conditions raised or cleared) and readings (telemetry). It raises
+    ``ValueError`` with a reason when the payload does not make sense: the
+    message then goes to the dead letters.
+
+    ``state`` is the connector's memory of one device between its messages
+    (which conditions are active, since when a parking bay is occupied...).
+    The ingestion worker loads it before the call (``{}`` for a device never
+    seen), lets ``interpret`` change it in place, and stores it with the
+    signals of the same message, in the same transaction. ``interpret``
+    changes it only when it returns (never when it raises). Only the
+    connector reads its keys. It must stay a
+    JSON-serialisable dict (strings, numbers, booleans, lists, dicts), and a
+    connector must accept one it did not write (an older version's, or
+    ``{}``) without failing.
     """
 
     device_kind: ClassVar[str]
 
     def interpret(
-        self, uplink: Uplink, device: DeviceInfo, commune: Commune
+        self, uplink: Uplink, device: DeviceInfo, commune: Commune, state: dict[str, Any]
     ) -> Iterable[Alert | Reading]:
         raise NotImplementedError
 
