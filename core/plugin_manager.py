@@ -178,7 +178,8 @@ def get_plugin_manager(
         dist = getattr(entry_point, "dist", None)
         pm.versions[entry_point.name] = dist.version if dist is not None else None
     for plugin in extra_plugins:
-        name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
+        # A module registers under the name after its last dot, as built-ins do.
+        name = getattr(plugin, "name", None) or getattr(plugin, "__name__", "").rsplit(".", 1)[-1] or None
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
