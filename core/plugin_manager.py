@@ -31,6 +31,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "core.defaults",
     "plugins.routing",
     "plugins.sla",
+    "connectors.water",
+    "connectors.lighting",
+    "connectors.parking",
 )
 
 # Plugins that run for every commune whether or not its file names them.

@@ -144,6 +144,9 @@ class Commune(BaseModel):
     # Validated settings of each enabled plugin, by plugin name. A plugin
     # without a settings model gets an empty dict.
     plugins: dict[str, Any] = Field(default_factory=dict)
+    # MQTT topic filters this commune's sensor networks publish to; the
+    # ingestion transport subscribes to the union of all communes' filters.
+    mqtt_topics: tuple[str, ...] = ()
     source: str | None = None  # the file it came from, for messages
 
     def category(self, code: str) -> Category | None:

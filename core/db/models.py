@@ -266,3 +266,7 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+# The sensor tables, on the same Base: complete metadata wherever models are imported.
+import core.db.sensor_models  # noqa: E402, F401

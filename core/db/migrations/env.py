@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import core.db.sensor_models  # noqa: F401
 from core.db.models import Base
 
 config = context.config

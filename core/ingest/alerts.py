@@ -1,0 +1,227 @@
+"""The alert desk: a batch's alerts become signals on tickets.
+
+For each alert, in the order the messages came:
+
+1. an idempotency key already stored (a redelivered message): counted as a
+   duplicate, nothing else;
+2. a recovery: see :mod:`core.ingest.recovery`;
+3. the device already has an unrecovered signal for the condition on an
+   open ticket: one more occurrence;
+4. a storm (see :mod:`core.ingest.storms`): joins the open incident, or
+   opens it when this alert brings the count to the threshold;
+5. otherwise :func:`core.intake.accept_signal` opens a ticket (or stores the
+   alert alone when the commune turns it into none).
+
+Plugins hear of it after the commit: ``ticket_created`` for new tickets,
+``signal_attached`` for alerts that joined one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from core import events
+from core.config import Commune
+from core.connectors import Connector
+from core.db.models import SignalRecord, Ticket
+from core.ingest.recovery import (
+    PendingResolution,
+    recovered_event,
+    resolve_if_all_recovered,
+    resolves_on_recovery,
+)
+from core.ingest.signals_index import OPEN, SignalIndex, alert_record, existing_keys
+from core.ingest.storms import Incident, StormWatch, emit_created, is_area_key, storm_key
+from core.intake import accept_signal
+from core.runtime import Runtime
+from core.signals import Alert, DeviceInfo
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_EVENTS_KEY = "vigie_after_commit"  # where core.events holds the after-commit calls
+
+
+@dataclass
+class IncomingAlert:
+    """An alert to handle, with where it came from."""
+
+    alert: Alert
+    commune: Commune
+    device: DeviceInfo | None
+    connector: Connector | None
+    # The message it was read from (to dead-letter it if storing fails); None
+    # for alerts raised by Vigie itself (silent meters).
+    source: Any = None
+
+
+class AlertDesk:
+    def __init__(
+        self,
+        runtime: Runtime,
+        session: Session,
+        outcome: Any,
+        on_failure: Callable[[IncomingAlert, str], None],
+    ) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.outcome = outcome
+        self.on_failure = on_failure
+        self.index = SignalIndex(session)
+        self.storms = StormWatch(runtime, session)
+        self._attached: dict[int, tuple[Ticket, Commune, list[Alert]]] = {}
+        self._resolutions: dict[int, PendingResolution] = {}
+        self._created: set[int] = set()
+
+    def handle(self, items: list[IncomingAlert]) -> None:
+        if not items:
+            return
+        seen = existing_keys(
+            self.session, (i.alert.idempotency_key for i in items if i.alert.idempotency_key)
+        )
+        self.index.load({item.alert.device_id for item in items})
+        for item in items:
+            key = item.alert.idempotency_key
+            if key is not None:
+                if key in seen:
+                    self.outcome.duplicates += 1
+                    continue
+                seen.add(key)
+            try:
+                stored = self._recover(item) if item.alert.recovered else self._raise(item)
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:
+                log.exception(
+                    "alert %s of %s could not be stored", item.alert.condition, item.alert.device_id
+                )
+                self.on_failure(item, f"storing the alert failed: {type(exc).__name__}: {exc}")
+                continue
+            if stored:
+                self.outcome.alerts += 1
+            else:
+                self.outcome.duplicates += 1
+
+    # --- Raised -------------------------------------------------------------------
+
+    def _raise(self, item: IncomingAlert) -> bool:
+        alert, commune = item.alert, item.commune
+        record = self.index.open_for(alert.device_id, alert.condition)
+        if record is not None:
+            self._repeat(record, alert, commune)
+            return True
+        key = storm_key(alert, item.device)
+        if key is not None:
+            if is_area_key(key):
+                alert = replace(alert, details={**alert.details, "storm_key": key})
+            incident = self.storms.incident(commune, alert.condition, key)
+            if incident is None and self.storms.count(commune, alert, key) >= self.storms.threshold:
+                incident = self._guarded(lambda: self.storms.open(commune, alert, key))
+                if incident is not None:
+                    self.outcome.tickets_created.append(incident.ticket.reference)
+                    self._created.add(incident.ticket.id)
+            if incident is not None:
+                self._attach(incident, alert, commune)
+                return True
+        result = self._guarded(
+            lambda: accept_signal(self.runtime, self.session, alert, f"sensor:{alert.device_id}")
+        )
+        if result.repeated:
+            return False
+        self.index.add(result.signal)
+        if result.created and result.ticket is not None:
+            self.outcome.tickets_created.append(result.ticket.reference)
+            self._created.add(result.ticket.id)
+        return True
+
+    def _repeat(self, record: SignalRecord, alert: Alert, commune: Commune) -> None:
+        record.occurrences += 1
+        if record.last_seen_at is None or alert.observed_at > record.last_seen_at:
+            record.last_seen_at = alert.observed_at
+        if record.ticket is not None:
+            self._note_attached(record.ticket, commune, alert)
+
+    def _attach(self, incident: Incident, alert: Alert, commune: Commune) -> None:
+        record = alert_record(alert, commune)
+        record.ticket = incident.ticket
+        self.session.add(record)
+        self.index.add(record)
+        self.storms.note_attached(incident)
+        self._note_attached(incident.ticket, commune, alert)
+
+    def _note_attached(self, ticket: Ticket, commune: Commune, alert: Alert) -> None:
+        entry = self._attached.setdefault(id(ticket), (ticket, commune, []))
+        entry[2].append(alert)
+
+    # --- Recovered ------------------------------------------------------------------
+
+    def _recover(self, item: IncomingAlert) -> bool:
+        alert, commune = item.alert, item.commune
+        records = self.index.take_unrecovered(alert.device_id, alert.condition)
+        kept = alert_record(alert, commune)
+        kept.recovered_at = alert.observed_at
+        self.session.add(kept)
+        resolves = resolves_on_recovery(item.connector, alert.connector, commune)
+        for record in records:
+            record.recovered_at = alert.observed_at
+            ticket = record.ticket
+            if ticket is None:
+                continue
+            if ticket.id is None:
+                self.session.flush()
+            self.session.add(recovered_event(ticket, alert))
+            if resolves and ticket.status in OPEN:
+                self._resolutions.setdefault(
+                    id(ticket), PendingResolution(ticket, f"sensor:{alert.device_id}")
+                )
+        return True
+
+    # --- Savepoints -----------------------------------------------------------------
+
+    def _guarded(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a savepoint: if it fails for a reason other than the
+        database, only its changes and its plugin events are undone."""
+        held = self.session.info.get(_EVENTS_KEY, [])
+        before = len(held)
+        try:
+            with self.session.begin_nested():
+                return work()
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            del self.session.info.get(_EVENTS_KEY, [])[before:]
+            raise
+
+    # --- End of batch ---------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Resolve recovered tickets, update incidents, hold the plugin events."""
+        self.session.flush()
+        for pending in self._resolutions.values():
+            if pending.ticket.status not in OPEN:
+                continue
+            try:
+                self._guarded(
+                    lambda p=pending: resolve_if_all_recovered(self.runtime, self.session, p)
+                )
+            except SQLAlchemyError:
+                raise
+            except Exception:
+                log.exception("could not resolve %s after its recovery", pending.ticket.reference)
+        self.storms.finish()
+        self.session.flush()
+        emit_created(self.session, self.storms.created_incidents())
+        for ticket, commune, alerts in self._attached.values():
+            if ticket.id in self._created:
+                continue  # its ticket_created event tells of every alert it holds
+            snapshot = ticket.snapshot()
+            for alert in alerts:
+                events.after_commit(
+                    self.session, "signal_attached", ticket=snapshot, signal=alert, commune=commune
+                )

@@ -1,0 +1,230 @@
+"""What a batch keeps besides signals: dead letters, unknown devices, ignored
+messages, and the connectors' state of each device. Written once per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy.orm import Session
+
+from core.db.sensor_models import DeadLetter, Device, IgnoredMessageCount, UnregisteredDevice
+from core.db.types import utcnow
+from core.signals import Uplink
+
+PAYLOAD_EXCERPT = 1000  # characters of an unknown device's last message kept
+_CHUNK = 500
+
+
+def dead_letter(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    stage: str,
+    reason: str,
+    device_id: str | None = None,
+) -> DeadLetter:
+    return DeadLetter(
+        topic=topic,
+        payload=bytes(payload),
+        received_at=received_at,
+        stage=stage,
+        reason=reason,
+        device_id=device_id,
+        created_at=utcnow(),
+    )
+
+
+def _upsert(session: Session):
+    """The dialect's INSERT ... ON CONFLICT, or None where there is none."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - Vigie runs on SQLite and PostgreSQL
+        return None
+    return insert
+
+
+def _later(excluded: Any, current: Any) -> Any:
+    return case((excluded > current, excluded), else_=current)
+
+
+@dataclass
+class _Unknown:
+    device_id: str
+    dev_eui: str | None
+    network: str
+    topic: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    message_count: int
+    last_payload: str
+
+
+class UnregisteredTally:
+    """Messages from devices the registry does not know, summed per device."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, _Unknown] = {}
+
+    def note(self, uplink: Uplink, payload: bytes, received_at: datetime) -> None:
+        device_id = uplink.device_id or f"eui:{uplink.dev_eui}"
+        excerpt = payload[: PAYLOAD_EXCERPT * 4].decode("utf-8", "replace")[:PAYLOAD_EXCERPT]
+        seen = self.devices.get(device_id)
+        if seen is None:
+            self.devices[device_id] = _Unknown(
+                device_id, uplink.dev_eui, uplink.network, uplink.topic,
+                received_at, received_at, 1, excerpt,
+            )  # fmt: skip
+            return
+        seen.message_count += 1
+        seen.dev_eui = uplink.dev_eui or seen.dev_eui
+        seen.first_seen_at = min(seen.first_seen_at, received_at)
+        if received_at >= seen.last_seen_at:
+            seen.last_seen_at, seen.topic, seen.last_payload = received_at, uplink.topic, excerpt
+            seen.network = uplink.network
+
+    def write(self, session: Session) -> None:
+        if not self.devices:
+            return
+        rows = [vars(seen).copy() for seen in self.devices.values()]
+        table = UnregisteredDevice.__table__
+        insert = _upsert(session)
+        if insert is None:  # pragma: no cover
+            _write_unknown_portably(session, rows)
+            return
+        statement = insert(table)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.device_id],
+            set_={
+                "message_count": table.c.message_count + excluded.message_count,
+                "dev_eui": func.coalesce(excluded.dev_eui, table.c.dev_eui),
+                "network": excluded.network,
+                "topic": excluded.topic,
+                "last_payload": excluded.last_payload,
+                "last_seen_at": _later(excluded.last_seen_at, table.c.last_seen_at),
+            },
+        )
+        session.execute(statement, sorted(rows, key=lambda row: row["device_id"]))
+
+
+def _write_unknown_portably(
+    session: Session, rows: list[dict[str, Any]]
+) -> None:  # pragma: no cover
+    for row in rows:
+        found = session.scalar(
+            select(UnregisteredDevice).where(UnregisteredDevice.device_id == row["device_id"])
+        )
+        if found is None:
+            session.add(UnregisteredDevice(**row))
+            continue
+        found.message_count += row["message_count"]
+        found.last_seen_at = max(found.last_seen_at, row["last_seen_at"])
+        found.topic, found.last_payload = row["topic"], row["last_payload"]
+
+
+class IgnoredTally:
+    """Messages of devices whose commune does not enable their connector, per both."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], list[Any]] = {}
+
+    def note(self, commune: str, connector: str, device_id: str, received_at: datetime) -> None:
+        entry = self.counts.setdefault((commune, connector), [0, device_id, received_at])
+        entry[0] += 1
+        if received_at >= entry[2]:
+            entry[1], entry[2] = device_id, received_at
+
+    def write(self, session: Session) -> None:
+        if not self.counts:
+            return
+        rows = [
+            {
+                "commune": commune,
+                "connector": connector,
+                "message_count": count,
+                "last_device_id": device_id,
+                "last_seen_at": at,
+            }
+            for (commune, connector), (count, device_id, at) in sorted(self.counts.items())
+        ]
+        table = IgnoredMessageCount.__table__
+        insert = _upsert(session)
+        if insert is None:  # pragma: no cover
+            for row in rows:
+                found = session.get(IgnoredMessageCount, (row["commune"], row["connector"]))
+                if found is None:
+                    session.add(IgnoredMessageCount(**row))
+                else:
+                    found.message_count += row["message_count"]
+                    found.last_device_id, found.last_seen_at = (
+                        row["last_device_id"],
+                        row["last_seen_at"],
+                    )
+            return
+        statement = insert(table)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.commune, table.c.connector],
+            set_={
+                "message_count": table.c.message_count + excluded.message_count,
+                "last_device_id": excluded.last_device_id,
+                "last_seen_at": _later(excluded.last_seen_at, table.c.last_seen_at),
+            },
+        )
+        session.execute(statement, rows)
+
+
+@dataclass
+class DeviceState:
+    """A device's connector state and last-heard time, loaded once per batch."""
+
+    pk: int
+    state: dict[str, Any]
+    last_seen_at: datetime | None
+    touched: bool = False
+
+    def heard(self, at: datetime) -> None:
+        self.touched = True
+        if self.last_seen_at is None or at > self.last_seen_at:
+            self.last_seen_at = at
+
+
+def load_states(session: Session, pks: Iterable[int]) -> dict[int, DeviceState]:
+    """The state of each device, locked until commit on PostgreSQL (two ingest
+    processes then never interleave their updates of one device's state)."""
+    table = Device.__table__
+    ids = sorted(set(pks))
+    states: dict[int, DeviceState] = {}
+    lock = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, len(ids), _CHUNK):
+        query = (
+            select(table.c.id, table.c.state, table.c.last_seen_at)
+            .where(table.c.id.in_(ids[start : start + _CHUNK]))
+            .order_by(table.c.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        for pk, state, last_seen_at in session.execute(query):
+            states[pk] = DeviceState(pk, state if isinstance(state, dict) else {}, last_seen_at)
+    return states
+
+
+def write_states(session: Session, states: Iterable[DeviceState]) -> None:
+    """One UPDATE per touched device, sent as one executemany."""
+    rows = [{"pk": s.pk, "new_state": s.state, "seen": s.last_seen_at} for s in states if s.touched]
+    if not rows:
+        return
+    table = Device.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("pk"))
+        .values(state=bindparam("new_state"), last_seen_at=bindparam("seen"))
+    )
+    session.connection().execute(statement, rows)

@@ -1,0 +1,104 @@
+"""The devices' unrecovered alert signals, loaded once per batch.
+
+Every rule of the alert desk starts from "what does this device already have
+open for this condition": a repeat adds an occurrence, a recovery closes it.
+One query per batch answers it for every device of the batch; signals stored
+during the batch are added as they are made.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from core.config import Commune
+from core.db.models import SignalRecord
+from core.db.types import utcnow
+from core.signals import Alert
+from core.workflow import OPEN_STATUSES
+
+OPEN = frozenset(status.value for status in OPEN_STATUSES)
+_CHUNK = 500
+
+
+def alert_record(alert: Alert, commune: Commune) -> SignalRecord:
+    """A stored alert signal, as core.intake stores one."""
+    location = alert.location
+    return SignalRecord(
+        kind="alert",
+        commune=commune.slug,
+        channel=alert.channel,
+        idempotency_key=alert.idempotency_key,
+        latitude=location.latitude,
+        longitude=location.longitude,
+        address=location.address,
+        received_at=utcnow(),
+        device_id=alert.device_id,
+        device_kind=alert.device_kind,
+        connector=alert.connector,
+        condition=alert.condition,
+        severity=alert.severity,
+        asset=alert.asset,
+        occurrences=1,
+        first_seen_at=alert.observed_at,
+        last_seen_at=alert.observed_at,
+        details=dict(alert.details),
+    )
+
+
+def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    """The idempotency keys already stored, among ``keys``."""
+    wanted = sorted(set(keys))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        part = wanted[start : start + _CHUNK]
+        found.update(
+            session.scalars(
+                select(SignalRecord.idempotency_key).where(SignalRecord.idempotency_key.in_(part))
+            )
+        )
+    return found
+
+
+class SignalIndex:
+    """Unrecovered alert signals by (device_id, condition), oldest first."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._signals: dict[tuple[str, str], list[SignalRecord]] = defaultdict(list)
+
+    def load(self, device_ids: Iterable[str]) -> None:
+        ids = sorted(set(device_ids))
+        for start in range(0, len(ids), _CHUNK):
+            query = (
+                select(SignalRecord)
+                .where(
+                    SignalRecord.kind == "alert",
+                    SignalRecord.device_id.in_(ids[start : start + _CHUNK]),
+                    SignalRecord.recovered_at.is_(None),
+                )
+                .options(joinedload(SignalRecord.ticket))
+                .order_by(SignalRecord.id)
+            )
+            for record in self.session.scalars(query).unique():
+                self._signals[(record.device_id, record.condition)].append(record)
+
+    def add(self, record: SignalRecord) -> None:
+        self._signals[(record.device_id, record.condition)].append(record)
+
+    def open_for(self, device_id: str, condition: str) -> SignalRecord | None:
+        """The newest unrecovered signal that new alerts join: on an open ticket, or
+        on none (an alert the commune turns into no ticket still counts repeats)."""
+        for record in reversed(self._signals.get((device_id, condition), ())):
+            if record.ticket is None and record.ticket_id is None:
+                return record
+            if record.ticket is not None and record.ticket.status in OPEN:
+                return record
+        return None
+
+    def take_unrecovered(self, device_id: str, condition: str) -> list[SignalRecord]:
+        """Every unrecovered signal of the device for the condition, removed from the index."""
+        return self._signals.pop((device_id, condition), [])
