@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "connectors.water",
     "connectors.lighting",
     "connectors.parking",
+    "connectors.open311",
 )
 
 # Plugins that run for every commune whether or not its file names them.
