@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "connectors.water",
     "connectors.lighting",
     "connectors.parking",
+    "connectors.webform",
     "connectors.open311",
 )
 

@@ -1,0 +1,368 @@
+"""The web form's pages.
+
+``GET /`` walks a resident through three steps, each a plain GET form so the
+back button and bookmarks work without JavaScript: the commune (chosen, or
+found from a position), the category, then the category's questions with the
+description, location, photo and contact details. ``POST /reports`` checks
+everything, stores nothing when something is wrong (the form comes back with
+each message by its field), else stores the report and sends the browser to
+``/receipt/{reference}``. ``/track/{reference}`` shows the status and the
+public history.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
+
+from connectors.webform.forms import (
+    FormValues,
+    check_submission,
+    commune_at,
+    first,
+    read_coordinates,
+)
+from connectors.webform.i18n import translator
+from connectors.webform.pages import STYLESHEET, Pages, question_fields, request_language
+from connectors.webform.photos import Photo, PhotoRefused, clean_photo
+from connectors.webform.tokens import FormTokens, load_key
+from connectors.webform.tracking import public_ticket
+from core.api.deps import RuntimeDep, SessionDep
+from core.attachments import MAX_ATTACHMENT_BYTES, store_attachment
+from core.config import Category, Commune
+from core.db.models import Ticket
+from core.errors import InvalidInput
+from core.history import history_of
+from core.intake import accept_signal
+from core.references import REFERENCE_PATTERN
+from core.runtime import Runtime
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLUGIN = "webform"
+ACTOR = f"plugin:{PLUGIN}"
+# The photo plus the text fields and multipart framing.
+MAX_BODY_BYTES = MAX_ATTACHMENT_BYTES + 1024 * 1024
+# The three steps of GET /.
+STEPS = 3
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def served_communes(runtime: Runtime) -> dict[str, Commune]:
+    """The communes that enable the web form, by slug, in name order."""
+    communes = sorted(
+        (c for c in runtime.area.communes.values() if c.enables(PLUGIN)), key=lambda c: c.name
+    )
+    return {c.slug: c for c in communes}
+
+
+def public_categories(commune: Commune) -> list[Category]:
+    return [c for c in commune.categories if c.public]
+
+
+def grouped(categories: list[Category]) -> list[tuple[str, list[Category]]]:
+    groups: dict[str, list[Category]] = {}
+    for category in categories:
+        groups.setdefault(category.group, []).append(category)
+    return list(groups.items())
+
+
+def is_same_origin(request: Request) -> bool:
+    """False when the browser says the POST comes from another site."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return True  # the signed token still has to match
+    hosts = {
+        h.strip().lower()
+        for h in (request.headers.get("host", ""), request.headers.get("x-forwarded-host", ""))
+        if h.strip()
+    }
+    return urlsplit(origin).netloc.lower() in hosts
+
+
+async def read_limited_form(request: Request, limit: int) -> FormData:
+    """The multipart or urlencoded form, refusing (BodyTooLarge) a body over ``limit`` bytes,
+    whether or not the client declared its length."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge
+        return message
+
+    limited = Request(request.scope, receive)
+    return await limited.form(max_files=1, max_fields=200, max_part_size=64 * 1024)
+
+
+def form_values(form: FormData) -> FormValues:
+    values: FormValues = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def find_public_ticket(session: Session, runtime: Runtime, reference: str) -> Ticket | None:
+    """The ticket with this reference, if its commune has the web form; ids are not accepted."""
+    text = reference.strip().upper()
+    if not REFERENCE_PATTERN.match(text):
+        return None
+    ticket = session.scalar(select(Ticket).where(Ticket.reference == text))
+    if ticket is None or ticket.commune not in served_communes(runtime):
+        return None
+    return ticket
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["web form"], include_in_schema=False)
+    pages = Pages(settings.area_name or "")
+    tokens = FormTokens(load_key(settings.data_dir))
+
+    def error_page(
+        request: Request, language: str, status_code: int, kind: str, **values: object
+    ) -> Response:
+        _ = translator(language)
+        return pages.render(
+            request,
+            "error.html",
+            language,
+            status_code=status_code,
+            title=_(f"page.{kind}_title"),
+            message=_(f"page.{kind}", **values),
+        )
+
+    def not_found(request: Request, language: str, reference: str | None = None) -> Response:
+        _ = translator(language)
+        message = (
+            _("page.not_found", reference=reference) if reference else _("page.not_found_generic")
+        )
+        return pages.render(
+            request,
+            "error.html",
+            language,
+            status_code=404,
+            title=_("page.not_found_title"),
+            message=message,
+        )
+
+    def details_page(
+        request: Request,
+        language: str,
+        commune: Commune,
+        category: Category,
+        values: FormValues,
+        problems: dict[str, str],
+        token: str,
+    ) -> Response:
+        return pages.render(
+            request,
+            "details.html",
+            language,
+            status_code=422 if problems else 200,
+            step=3,
+            steps=STEPS,
+            commune=commune,
+            category=category,
+            questions=question_fields(category, values, problems),
+            values=values,
+            problems=problems,
+            token=token,
+            single_commune=len(served_communes(request.app.state.runtime)) == 1,
+        )
+
+    @router.get("/static/webform/webform.css")
+    def stylesheet() -> FileResponse:
+        return FileResponse(
+            STYLESHEET, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    @router.get("/")
+    def start(request: Request, runtime: RuntimeDep) -> Response:
+        language = request_language(request)
+        _ = translator(language)
+        values: FormValues = {k: request.query_params.getlist(k) for k in request.query_params}
+        communes = served_communes(runtime)
+        problems: dict[str, str] = {}
+        step_sent = first(values, "step")
+        commune: Commune | None = None
+        slug = first(values, "commune")
+        if slug:
+            commune = communes.get(slug)
+            if commune is None:
+                problems["commune"] = _("error.unknown_commune")
+        else:
+            latitude, longitude = read_coordinates(values, _, problems)
+            if latitude is not None and longitude is not None:
+                commune = commune_at(communes.values(), latitude, longitude)
+                if commune is None:
+                    problems["latitude"] = _("error.no_commune_here")
+            elif len(communes) == 1:
+                commune = next(iter(communes.values()))
+            elif step_sent == "1" and not problems:
+                problems["commune"] = _("error.commune_or_position")
+        if commune is None:
+            return pages.render(
+                request,
+                "start.html",
+                language,
+                status_code=422 if problems else 200,
+                step=1,
+                steps=STEPS,
+                communes=list(communes.values()),
+                values=values,
+                problems=problems,
+            )
+        code = first(values, "category")
+        category = commune.category(code) if code else None
+        if category is None or not category.public:
+            if code or step_sent == "2":
+                problems["category"] = _("error.unknown_category")
+            return pages.render(
+                request,
+                "category.html",
+                language,
+                status_code=422 if problems else 200,
+                step=2,
+                steps=STEPS,
+                commune=commune,
+                groups=grouped(public_categories(commune)),
+                values=values,
+                problems=problems,
+                single_commune=len(communes) == 1,
+            )
+        return details_page(request, language, commune, category, values, {}, tokens.issue())
+
+    @router.post("/reports")
+    async def submit(request: Request, runtime: RuntimeDep) -> Response:
+        language = request_language(request)
+        if not is_same_origin(request):
+            return error_page(request, language, 403, "forbidden")
+        try:
+            form = await read_limited_form(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return error_page(request, language, 413, "too_large", limit=MAX_BODY_BYTES // 2**20)
+        except (HTTPException, ClientDisconnect):
+            return error_page(request, language, 400, "bad_request")
+        try:
+            values = form_values(form)
+            upload = form.get("photo")
+            data = b""
+            if isinstance(upload, UploadFile) and upload.filename:
+                data = await upload.read(MAX_ATTACHMENT_BYTES + 1)
+        finally:
+            await form.close()
+        language = request_language(request, first(values, "lang"))
+        return await run_in_threadpool(accept_report, request, runtime, values, data, language)
+
+    def accept_report(
+        request: Request, runtime: Runtime, values: FormValues, photo_data: bytes, language: str
+    ) -> Response:
+        _ = translator(language)
+        commune = served_communes(runtime).get(first(values, "commune"))
+        category = commune.category(first(values, "category")) if commune else None
+        if commune is None or category is None or not category.public:
+            # Not something our own form sends: start again.
+            return RedirectResponse(f"/?lang={language}", status_code=303)
+        problems: dict[str, str] = {}
+        token = first(values, "token")
+        nonce = tokens.check(token)
+        if nonce is None:
+            problems["form"] = _("error.token_expired")
+            token = tokens.issue()
+        photo: Photo | None = None
+        if photo_data:
+            try:
+                photo = clean_photo(photo_data)
+            except PhotoRefused as refused:
+                problems["photo"] = _(refused.reason)
+        checked = check_submission(
+            commune, category, values, photo, language, nonce or "", _, problems
+        )
+        if checked.report is None:
+            return details_page(request, language, commune, category, values, problems, token)
+        with runtime.sessions() as session:
+            try:
+                result = accept_signal(runtime, session, checked.report, ACTOR)
+            except InvalidInput as exc:
+                session.rollback()
+                # The form checks what intake checks; this is a plugin's stricter rule.
+                log.warning("web form report refused by intake: %s", exc)
+                problems["form"] = _("page.bad_request")
+                return details_page(request, language, commune, category, values, problems, token)
+            ticket = result.ticket
+            if ticket is None:
+                session.rollback()
+                log.error("no plugin drafted a ticket for a web form report in %s", commune.slug)
+                return error_page(request, language, 400, "bad_request")
+            if photo is not None and not result.repeated:
+                store_attachment(
+                    session, runtime.settings.data_dir, ticket, photo.filename, photo.data, ACTOR
+                )
+            session.commit()
+            reference = ticket.reference
+        return RedirectResponse(f"/receipt/{quote(reference)}?lang={language}", status_code=303)
+
+    @router.get("/receipt/{reference}")
+    def receipt(
+        reference: str, request: Request, runtime: RuntimeDep, session: SessionDep
+    ) -> Response:
+        language = request_language(request)
+        ticket = find_public_ticket(session, runtime, reference)
+        if ticket is None:
+            return not_found(request, language, reference)
+        commune = runtime.commune(ticket.commune)
+        category = commune.category(ticket.category)
+        return pages.render(
+            request,
+            "receipt.html",
+            language,
+            reference=ticket.reference,
+            commune=commune,
+            category_name=category.name if category else ticket.category,
+        )
+
+    @router.get("/track")
+    def track_lookup(request: Request) -> Response:
+        language = request_language(request)
+        reference = (request.query_params.get("reference") or "").strip().upper()
+        if reference:
+            return RedirectResponse(f"/track/{quote(reference)}?lang={language}", status_code=303)
+        return pages.render(request, "track_lookup.html", language)
+
+    @router.get("/track/{reference}")
+    def track(
+        reference: str, request: Request, runtime: RuntimeDep, session: SessionDep
+    ) -> Response:
+        language = request_language(request)
+        ticket = find_public_ticket(session, runtime, reference)
+        if ticket is None:
+            return not_found(request, language, reference)
+        commune = runtime.commune(ticket.commune)
+        shown = public_ticket(
+            ticket, history_of(session, ticket.id, public_only=True), commune, language
+        )
+        return pages.render(request, "track.html", language, cache="no-cache", ticket=shown)
+
+    return router
