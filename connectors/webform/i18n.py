@@ -25,6 +25,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "optional": "facultatif",
         "continue": "Continuer",
         "change": "changer",
+        "change.commune": "changer de commune",
+        "change.category": "changer de catégorie",
         "choose": "— Choisir —",
         "yes": "Oui",
         "no": "Non",
@@ -36,6 +38,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Votre signalement est transmis à l'équipe qui s'en occupe."
         ),
         "start.commune": "Commune",
+        "start.commune_legend": "Dans quelle commune ?",
         "start.commune_unknown": "Je ne sais pas : la trouver d'après la position",
         "start.commune_help": (
             "Si vous ne connaissez pas la commune, laissez ce choix "
@@ -51,6 +54,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "category.legend": "Catégorie",
         "form.commune_category": "{category} — {commune}",
         "form.questions": "Quelques précisions",
+        "form.problem": "Ce que vous avez constaté",
         "form.description": "Description du problème",
         "form.description_help": "Ce que vous avez vu, et depuis quand si vous le savez.",
         "form.where": "Où se trouve le problème ?",
@@ -193,6 +197,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "optional": "optional",
         "continue": "Continue",
         "change": "change",
+        "change.commune": "change town",
+        "change.category": "change category",
         "choose": "— Choose —",
         "yes": "Yes",
         "no": "No",
@@ -204,6 +210,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Your report goes to the team that deals with it."
         ),
         "start.commune": "Town",
+        "start.commune_legend": "In which town?",
         "start.commune_unknown": "I don't know: find it from the position",
         "start.commune_help": (
             "If you don't know the town, leave this choice and give the position below."
@@ -218,6 +225,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "category.legend": "Category",
         "form.commune_category": "{category} — {commune}",
         "form.questions": "A few details",
+        "form.problem": "What you saw",
         "form.description": "Description of the problem",
         "form.description_help": "What you saw, and since when if you know.",
         "form.where": "Where is the problem?",

@@ -115,7 +115,8 @@ def public_ticket(
                 at=at,
                 at_text=format_datetime(language, at),
                 text=describe_event(event, commune, language, zone),
-                comment=event.comment,
+                # Automatic routing explains itself to staff ("category voirie"), not to residents.
+                comment=None if event.action == "routed" else event.comment,
             )
         )
     return PublicTicket(

@@ -232,7 +232,7 @@ def test_the_first_step_offers_the_communes_that_enable_the_form(vigie_api):
     # Beaumont and Aubière do not enable [plugins.webform].
     assert "Beaumont" not in page and "Aubière" not in page
     assert label_for(page, "commune") == "Commune"
-    assert "<legend>Commune</legend>" in page
+    assert "<legend>Dans quelle commune ?</legend>" in page
     assert 'aria-describedby="position-help"' in tag_with_id(page, "latitude")
     assert "default-src 'none'" in response.headers["content-security-policy"]
 
@@ -331,7 +331,7 @@ def test_the_last_step_draws_each_question_by_its_type(vigie_api):
         label_for(page, element_id)
     for legend in (
         "Quelques précisions",
-        "Description du problème",
+        "Ce que vous avez constaté",
         "Où se trouve le problème ?",
         "Vos coordonnées",
         "Comment voulez-vous être prévenu ?",
