@@ -287,6 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, obj=context, prog_name="vigie")
 
 
+from core.cli_ingest import register as _register_ingest_commands; _register_ingest_commands(cli)  # noqa: E402, E702, I001
+
+
 if __name__ == "__main__":
     main()
 

@@ -39,8 +39,10 @@ class IngestSettings(BaseModel):
     ``mqtts://...:8883``); without it ``vigie serve`` starts an embedded broker.
     """
 
-    # False: this process does not ingest (API-only processes behind a load balancer).
-    enabled: bool = True
+    # Unset: ``vigie serve`` and ``vigie demo`` ingest, an app built otherwise
+    # (tests, ``uvicorn --factory``) does not. False: API-only processes behind
+    # a load balancer (run ``vigie ingest`` apart). True: ingest in any case.
+    enabled: bool | None = None
     # Stable id: the broker keeps this client's session (and its unacked
     # messages) across restarts. Default ``vigie-ingest-<hostname>`` (``vigie-serve-``
     # for ``vigie serve``); give each process on one host its own (``--client-id``).
@@ -74,6 +76,8 @@ class IngestSettings(BaseModel):
     embedded_port: int = Field(default=1883, ge=1, le=65535)
     # How often ``vigie serve`` / ``vigie ingest`` look for silent meters.
     silent_check_minutes: float = Field(default=15.0, gt=0)
+    # Simulated sensor messages published once ingestion runs (``vigie demo`` sets it).
+    demo_burst: int = Field(default=0, ge=0)
     # The pipeline (core.ingest): a bigger payload goes to the dead letters unread.
     max_payload_bytes: int = Field(default=65_536, ge=256, le=16 * 1024 * 1024)
     # A storm: this many distinct devices raising the same condition on the same

@@ -28,17 +28,26 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     settings = runtime.settings if runtime else (settings or Settings())
     # Open now so that a bad config fails before the server binds its port.
     runtime = runtime or open_runtime(settings)
+    if settings.ingest.enabled and not settings.mqtt_url:
+        _check_local_broker_port(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime
         worker = asyncio.create_task(_outbox_loop(runtime))
+        # Sensor ingestion (MQTT subscriber, embedded broker, silent-meter checks):
+        # `vigie serve` turns it on unless ingest.enabled is false.
+        app.state.ingestion = None
+        if settings.ingest.enabled:
+            app.state.ingestion = await asyncio.to_thread(_start_ingestion, runtime)
         try:
             yield
         finally:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            if app.state.ingestion is not None:
+                await asyncio.to_thread(app.state.ingestion.stop)
 
     app = FastAPI(
         title="Vigie",
@@ -61,6 +70,34 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         for router in routers:
             app.include_router(router)
     return app
+
+
+def _check_local_broker_port(settings: Settings) -> None:
+    """Before the HTTP port is bound: stop if the local broker port is held by
+    something that is not an MQTT broker (the error says what to set)."""
+    from core.ingest.broker import refuse_foreign_port
+
+    refuse_foreign_port(settings.ingest.embedded_port)
+
+
+def _start_ingestion(runtime: Runtime):
+    import threading
+
+    from core.ingest.mqtt import Ingestion
+
+    ingestion = Ingestion(runtime, role="serve", embedded_broker=True)
+    ingestor = ingestion.start()
+    burst = runtime.settings.ingest.demo_burst
+    if burst:
+        from core.simulate import run_demo_burst
+
+        threading.Thread(
+            target=run_demo_burst,
+            args=(runtime, ingestion.broker_url, burst, ingestor.wait_ready),
+            name="vigie-demo-burst",
+            daemon=True,
+        ).start()
+    return ingestion
 
 
 async def _outbox_loop(runtime: Runtime) -> None:

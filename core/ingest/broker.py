@@ -253,6 +253,14 @@ def local_broker(port: int, host: str = EMBEDDED_HOST) -> LocalBroker:
     raise BrokerUnavailable(_port_taken(host, port, why))
 
 
+def refuse_foreign_port(port: int, host: str = EMBEDDED_HOST) -> None:
+    """Raise :class:`BrokerUnavailable` when something that is not an MQTT
+    broker holds ``host:port`` (a check before the HTTP server starts)."""
+    if probe(host, port).answer is Answer.NOT_MQTT:
+        why = "something that is not an MQTT broker holds it"
+        raise BrokerUnavailable(_port_taken(host, port, why))
+
+
 def _port_taken(host: str, port: int, why: str) -> str:
     return (
         f"cannot start the embedded MQTT broker on {host}:{port}: {why}. "

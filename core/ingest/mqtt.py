@@ -551,6 +551,7 @@ class Ingestion:
         self.check_silent = check_silent
         self.local: LocalBroker | None = None
         self.ingestor: MqttIngestor | None = None
+        self.broker_url: str | None = None  # the broker used, once started
         self._stop = threading.Event()
         self._checker: threading.Thread | None = None
 
@@ -577,6 +578,7 @@ class Ingestion:
             from core.ingest.pipeline import IngestPipeline
 
             self.pipeline = IngestPipeline(self.runtime)
+        self.broker_url = url
         self.ingestor = MqttIngestor(
             self.runtime,
             self.pipeline,

@@ -282,8 +282,14 @@ def make_ingestor() -> Iterator[Callable[..., Any]]:
             }
         )
         ingestor = MqttIngestor(
-            None, pipeline, url, topics, client_id, group,
-            options=settings, message_factory=RawStandIn,
+            None,
+            pipeline,
+            url,
+            topics,
+            client_id,
+            group,
+            options=settings,
+            message_factory=RawStandIn,
         )
         made.append(ingestor)
         return ingestor

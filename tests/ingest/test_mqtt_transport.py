@@ -213,8 +213,14 @@ def _mosquitto_with_password(private_mosquitto, tmp_path, username: str, passwor
 
 
 def test_username_and_password_from_the_url(
-    private_mosquitto, tmp_path, mqtt_prefix, unique_id, make_ingestor, recording_pipeline,
-    wait_until, publisher_for
+    private_mosquitto,
+    tmp_path,
+    mqtt_prefix,
+    unique_id,
+    make_ingestor,
+    recording_pipeline,
+    wait_until,
+    publisher_for,
 ) -> None:
     broker = _mosquitto_with_password(private_mosquitto, tmp_path, "vigie", "s3cr:t@")
     url = f"mqtt://vigie:s3cr%3At%40@127.0.0.1:{broker.port}"
@@ -237,16 +243,19 @@ def test_username_and_password_from_the_url(
 
 
 def test_tls_with_the_brokers_ca(
-    private_mosquitto, tmp_path, mqtt_prefix, unique_id, make_ingestor, recording_pipeline,
-    wait_until, publisher_for
+    private_mosquitto,
+    tmp_path,
+    mqtt_prefix,
+    unique_id,
+    make_ingestor,
+    recording_pipeline,
+    wait_until,
+    publisher_for,
 ) -> None:
     key, cert = tmp_path / "broker.key", tmp_path / "broker.crt"
     subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
+        f"openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout {key} -out {cert} "
+        "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1".split(),
         check=True,
         capture_output=True,
     )
