@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, noload
+from sqlalchemy.orm import Session, raiseload
 from starlette.concurrency import run_in_threadpool
 
 from core.auth import Role, authenticate
@@ -183,8 +183,8 @@ def _published(query: Any, jurisdiction: Jurisdiction) -> Any:
 def _lean(query: Any) -> Any:
     # The public view needs none of these: skip their extra queries.
     return query.options(
-        noload(Ticket.signals), noload(Ticket.attachments),
-        noload(Ticket.duplicate_of), noload(Ticket.incident),
+        raiseload(Ticket.signals), raiseload(Ticket.attachments),
+        raiseload(Ticket.duplicate_of), raiseload(Ticket.incident),
     )
 
 
