@@ -185,7 +185,8 @@ def test_the_photos_position_locates_the_report(page, server_url, tmp_path, vigi
     page.get_by_role("button", name="Envoyer le signalement").click()
     page.wait_for_url(re.compile(r".*/receipt/.*"))
     reference = page.inner_text("#reference").strip()
-    ticket = vigie_api.client.get(f"/api/v1/tickets/{reference}", headers=vigie_api.headers()).json()
+    response = vigie_api.client.get(f"/api/v1/tickets/{reference}", headers=vigie_api.headers())
+    ticket = response.json()
     assert ticket["channel"] == "web"
     assert ticket["location"]["latitude"] == pytest.approx(45 + 46 / 60 + 20 / 3600, abs=1e-5)
     assert ticket["location"]["longitude"] == pytest.approx(3 + 4 / 60 + 50 / 3600, abs=1e-5)
