@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from core.auth import Role, authenticate
 from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.types import utcnow
+from core.errors import InvalidInput
 from core.history import history_of
 from core.intake import accept_signal
 from core.runtime import Runtime
@@ -381,6 +382,9 @@ def build_router() -> APIRouter:
             try:
                 result = accept_signal(runtime, session, report, actor.label)
                 session.commit()
+            except InvalidInput as invalid:  # a check of core's that ours did not make
+                problems = [(400, str(problem)) for problem in invalid.problems]
+                raise Open311Error(400, problems) from None
             except IntegrityError:
                 # The same Idempotency-Key raced in from another request: answer with its ticket.
                 session.rollback()

@@ -98,7 +98,11 @@ def request_entry(
         "status_notes": status_notes(ticket, status_comment, language),
         "service_name": category.name if category else ticket.category,
         "service_code": ticket.category,
-        "description": ticket.description,
+        "description": (
+            None
+            if ticket.channel in jurisdiction.settings.private_description_channels
+            else ticket.description
+        ),
         "agency_responsible": agency_responsible(ticket, jurisdiction),
         "service_notice": service_notice(
             ticket.category, ticket.outside_body, jurisdiction, language

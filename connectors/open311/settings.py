@@ -34,6 +34,9 @@ class Settings(BaseModel):
     # service_notice for every service, and per category code.
     service_notice: str | None = Field(default=None, max_length=1000)
     service_notices: dict[str, str] = {}
+    # Tickets from these channels show no description: staff typed it while
+    # talking to the resident, and it may name them.
+    private_description_channels: tuple[str, ...] = ("phone", "counter", "email", "mail")
     # Discovery document: how to reach the maintainers, how to get an api_key.
     contact: str | None = None
     key_service: str | None = None
