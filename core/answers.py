@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import date
 from typing import Any
 
@@ -10,6 +12,7 @@ from core.errors import FieldProblem, InvalidInput
 
 _TRUE = {"true", "1", "yes", "oui", "on"}
 _FALSE = {"false", "0", "no", "non", "off"}
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 def _coerce(question: Question, value: Any) -> Any:
@@ -23,16 +26,19 @@ def _coerce(question: Question, value: Any) -> Any:
             raise ValueError("expected a whole number")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
             return int(value.strip())
         raise ValueError(f"expected a whole number, got {value!r}")
     if kind == "number":
         if isinstance(value, bool):
             raise ValueError("expected a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # NaN and infinities are not JSON (PostgreSQL refuses them)
+            raise ValueError(f"expected a number, got {value!r}")
+        return number
     if kind == "boolean":
         if isinstance(value, bool):
             return value
@@ -68,7 +74,7 @@ def validate_answers(category: Category, answers: dict[str, Any], prefix: str = 
             )
     for question in category.questions:
         value = answers.get(question.code)
-        if value is None or value == "" or value == []:
+        if value is None or (isinstance(value, str) and not value.strip()) or value == []:
             if question.required:
                 problems.append(FieldProblem(f"{prefix}.{question.code}", f"required: {question.label}"))
             continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy.orm import Session
 
@@ -46,11 +46,13 @@ def store_attachment(
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_bytes(data)
-    safe_name = Path(filename or "file").name[:255]
+    # Keep the last part of a Windows or POSIX path; never a folder name.
+    safe_name = PurePosixPath((filename or "").replace("\\", "/")).name[:255] or "file"
     attachment = Attachment(
         ticket_id=ticket.id, filename=safe_name, content_type=content_type, size=len(data),
         sha256=digest, storage_path=str(path), created_by=actor,
     )
+    ticket.attachments.append(attachment)  # so that the ticket in hand lists it too
     session.add(attachment)
     session.flush()
     history.record(session, ticket, actor, "attachment_added", {"attachment": [None, safe_name]}, public=False)

@@ -19,12 +19,15 @@ from core.references import REFERENCE_PATTERN
 from core.runtime import Runtime
 from core.workflow import NEEDS_COMMENT, OPEN_STATUSES, Status, check_transition
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL
+
 
 def find_ticket(session: Session, key: str | int, communes: frozenset[str] | None = None) -> Ticket:
     """A ticket by id or reference; NotFound also when it is outside ``communes``."""
     text = str(key).strip()
-    if text.isdigit():
-        ticket = session.get(Ticket, int(text))
+    if text.isascii() and text.isdigit():
+        # An id beyond the integer column's range names no ticket (and would overflow the driver).
+        ticket = session.get(Ticket, int(text)) if int(text) <= MAX_ID else None
     elif REFERENCE_PATTERN.match(text.upper()):
         ticket = session.scalar(select(Ticket).where(Ticket.reference == text.upper()))
     else:
@@ -127,6 +130,8 @@ def mark_duplicate(
     runtime: Runtime, session: Session, ticket: Ticket, original: Ticket, actor: str, comment: str | None = None
 ) -> Ticket:
     """Close ``ticket`` as a duplicate of ``original``; both histories say so."""
+    # Refuse before writing anything: a final ticket cannot become a duplicate.
+    check_transition(ticket.status, Status.DUPLICATE.value)
     if original.id == ticket.id:
         raise InvalidInput.one("duplicate_of", "a ticket cannot duplicate itself")
     if original.commune != ticket.commune:

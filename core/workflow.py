@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from core.errors import InvalidInput
+
 
 class Status(StrEnum):
     NEW = "new"
@@ -62,11 +64,13 @@ class IllegalTransition(ValueError):
 
 
 def parse_status(value: str) -> Status:
+    """The status named ``value``; InvalidInput (a ValueError) listing the known ones if none."""
     try:
         return Status(value)
     except ValueError:
         known = ", ".join(status.value for status in Status)
-        raise ValueError(f"unknown status {value!r}; known statuses: {known}") from None
+        reason = f"unknown status {value!r}; known statuses: {known}"
+        raise InvalidInput.one("status", reason) from None
 
 
 def check_transition(current: str, requested: str) -> Status:

@@ -20,6 +20,12 @@ def _field_name(location: tuple) -> str:
     return ".".join(parts) or "body"
 
 
+def _reason(error: dict) -> str:
+    # Our validators' messages are written for the caller; pydantic prefixes them.
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
 def _problems_response(code: int, message: str, problems: list[dict]) -> JSONResponse:
     return JSONResponse({"detail": message, "errors": problems}, status_code=code)
 
@@ -28,7 +34,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"field": _field_name(tuple(err.get("loc", ()))), "reason": err.get("msg", "invalid")}
+            {"field": _field_name(tuple(err.get("loc", ()))), "reason": _reason(err)}
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)

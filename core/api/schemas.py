@@ -14,7 +14,7 @@ PriorityName = Literal["low", "normal", "high", "urgent"]
 
 
 class ReporterIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str | None = Field(default=None, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9 .()-]{6,40}$")
@@ -33,7 +33,8 @@ class ReporterIn(BaseModel):
 class TicketIn(BaseModel):
     """A ticket typed in by staff for a caller (phone, counter...) or sent by another system."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Blank text is no text: "   " is neither a description nor an address.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     commune: str
     category: str
     description: str = Field(min_length=3, max_length=5000)
@@ -82,7 +83,8 @@ class PriorityIn(BaseModel):
 
 class DuplicateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    duplicate_of: str = Field(description="id or reference of the original ticket")
+    # Ids are integers in every answer: take them as sent, as well as references.
+    duplicate_of: int | str = Field(description="id or reference of the original ticket")
     comment: str | None = Field(default=None, max_length=5000)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core import ticket_actions
-from core.api.deps import ActorDep, RuntimeDep, SessionDep, require
+from core.api.deps import RuntimeDep, SessionDep, require
 from core.api.schemas import (
     AlertOut,
     AssignIn,
@@ -34,6 +35,9 @@ from core.signals import Location, Report, Reporter
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 
+# Beyond this the row offset would not fit the databases' 64-bit integers.
+MAX_PAGE = 1_000_000_000
+
 
 def _visible(actor: Actor) -> frozenset[str] | None:
     return actor.communes
@@ -41,6 +45,18 @@ def _visible(actor: Actor) -> frozenset[str] | None:
 
 def _load(session: Session, key: str, actor: Actor) -> Ticket:
     return ticket_actions.find_ticket(session, key, _visible(actor))
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` for ILIKE with ``\\`` as escape: a % or _ typed by the user is literal."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _idempotency_key(actor: Actor, commune: str, key: str) -> str:
+    """The stored key: scoped to the caller and the commune, of a fixed length."""
+    digest = hashlib.sha256(f"{actor.label}\0{commune}\0{key}".encode()).hexdigest()
+    return f"api:{digest}"
 
 
 def _parse_bbox(bbox: str) -> tuple[float, float, float, float]:
@@ -68,7 +84,7 @@ def list_tickets(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     device_id: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int | None, Query(ge=1)] = None,
 ) -> TicketPage:
     size = min(page_size or runtime.settings.api.default_page_size, runtime.settings.api.max_page_size)
@@ -86,12 +102,12 @@ def list_tickets(
     if team:
         query = query.where(Ticket.team == team)
     if q:
-        pattern = f"%{q.strip()}%"
+        pattern = _like_pattern(q.strip())
         query = query.where(
             or_(
-                Ticket.reference.ilike(pattern),
-                Ticket.description.ilike(pattern),
-                Ticket.address.ilike(pattern),
+                Ticket.reference.ilike(pattern, escape="\\"),
+                Ticket.description.ilike(pattern, escape="\\"),
+                Ticket.address.ilike(pattern, escape="\\"),
             )
         )
     if bbox:
@@ -148,7 +164,9 @@ def create_ticket(
         ) if reporter else Reporter(),
         answers=body.answers,
         priority=body.priority,
-        idempotency_key=f"api:{actor.name}:{idempotency_key}" if idempotency_key else None,
+        idempotency_key=(
+            _idempotency_key(actor, body.commune, idempotency_key) if idempotency_key else None
+        ),
     )
     if body.commune not in runtime.area.communes:
         raise InvalidInput.one("commune", f"unknown; communes: {', '.join(runtime.area.communes)}")
@@ -157,6 +175,8 @@ def create_ticket(
     if result.repeated:
         response.status_code = status.HTTP_200_OK
     ticket = result.ticket
+    # Answer with what was stored, not with the objects intake built in memory.
+    session.refresh(ticket)
     response.headers["Location"] = f"/api/v1/tickets/{ticket.id}"
     return TicketDetailOut.with_history(ticket, history_of(session, ticket.id), actor)
 
@@ -244,7 +264,7 @@ def mark_duplicate(
 ) -> TicketDetailOut:
     ticket = _load(session, key, actor)
     try:
-        original = _load(session, body.duplicate_of, actor)
+        original = _load(session, str(body.duplicate_of), actor)
     except NotFound:
         raise InvalidInput.one("duplicate_of", f"no ticket {body.duplicate_of}") from None
     ticket_actions.mark_duplicate(runtime, session, ticket, original, actor.label, body.comment)
