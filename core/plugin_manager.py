@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "core.defaults",
     "plugins.routing",
     "plugins.sla",
+    "plugins.influxdb",
     "connectors.water",
     "connectors.lighting",
     "connectors.parking",

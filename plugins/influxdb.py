@@ -1,0 +1,306 @@
+"""Sensor readings to InfluxDB (or any server speaking its v2 write API:
+VictoriaMetrics, InfluxDB 3...). Plugin ``influxdb``.
+
+One measurement per device kind (``water_meter``, ``streetlight``...), tagged
+``device_id`` and ``commune`` plus the reading's own tags; fields are the
+reading's fields; the time is when the device observed it. Settings::
+
+    [plugins.influxdb]
+    url = "http://127.0.0.1:8086"
+    org = "clermont"
+    bucket = "capteurs"
+    token = "..."                  # or VIGIE_INFLUXDB_TOKEN in the environment
+    batch_size = 1000              # points per write
+    flush_interval_ms = 1000       # a partial batch is written after this long
+    max_buffered_points = 100000   # kept while the server is away; oldest dropped beyond
+
+``store_telemetry`` only turns readings into line protocol and queues them:
+it never waits for the server, so alerts are never held up. A feeder thread
+hands the queue to influxdb-client's batching ``WriteApi`` a window at a
+time (two batches in flight at most). A batch the server refused after the
+client's own retries is put back at the front of the queue and tried again
+after a pause that doubles up to a minute. While the server is away the
+queue holds at most ``max_buffered_points``; beyond, the oldest points are
+dropped, counted, and logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from core.config import Commune
+from core.hookspecs import hookimpl
+from core.signals import Reading
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "VIGIE_INFLUXDB_TOKEN"
+# Devices report to the second at best: milliseconds keep lines short.
+_PRECISION = "ms"
+_MAX_PAUSE = 60.0
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = Field(default="http://127.0.0.1:8086", pattern=r"^https?://")
+    # Secret: prefer VIGIE_INFLUXDB_TOKEN in the environment to writing it here.
+    token: SecretStr | None = None
+    org: str = "vigie"
+    bucket: str = "vigie"
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    flush_interval_ms: int = Field(default=1000, ge=10)
+    max_buffered_points: int = Field(default=100_000, ge=1)
+    # influxdb-client's own retries of one batch before Vigie takes it back.
+    retry_interval_ms: int = Field(default=1000, ge=10)
+    max_retries: int = Field(default=2, ge=0)
+    timeout_ms: int = Field(default=10_000, ge=100)
+
+    def resolved_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        return os.environ.get(TOKEN_ENV) or None
+
+
+@dataclass
+class WriterStats:
+    queued: int = 0
+    written: int = 0
+    dropped: int = 0
+    failed_batches: int = 0
+    in_flight: int = 0
+    buffered: int = 0
+
+
+def to_line(reading: Reading, commune: str) -> str:
+    """A reading as one line of InfluxDB line protocol ("" when it has no usable field)."""
+    from influxdb_client import Point
+
+    point = Point(reading.device_kind).tag("device_id", reading.device_id).tag("commune", commune)
+    for key, value in sorted(reading.tags.items()):
+        if value not in (None, "") and key not in ("device_id", "commune"):
+            point.tag(key, value)
+    for key, value in reading.fields.items():
+        if isinstance(value, float) and value != value:  # NaN: not storable
+            continue
+        point.field(key, value)
+    point.time(reading.observed_at, _PRECISION)
+    return point.to_line_protocol()
+
+
+class Writer:
+    """One destination (url, org, bucket): a bounded queue and a batching WriteApi."""
+
+    def __init__(self, settings: Settings) -> None:
+        from influxdb_client import InfluxDBClient, WriteOptions
+
+        self.settings = settings
+        self.stats = WriterStats()
+        self._queue: deque[str] = deque()
+        self._cond = threading.Condition()
+        self._window = 2 * settings.batch_size
+        self._pause_until = 0.0
+        self._pause = 1.0
+        self._closed = False
+        self._last_drop_log = 0.0
+        self._failing = False
+        self._client = InfluxDBClient(
+            url=settings.url,
+            token=settings.resolved_token(),
+            org=settings.org,
+            timeout=settings.timeout_ms,
+        )
+        self._api = self._client.write_api(
+            write_options=WriteOptions(
+                batch_size=settings.batch_size,
+                flush_interval=settings.flush_interval_ms,
+                retry_interval=settings.retry_interval_ms,
+                max_retries=settings.max_retries,
+                max_retry_delay=max(settings.retry_interval_ms * 4, 1000),
+                max_retry_time=max(settings.retry_interval_ms * (settings.max_retries + 2), 1000),
+                max_close_wait=5_000,
+            ),
+            success_callback=self._written,
+            error_callback=self._refused,
+        )
+        self._feeder = threading.Thread(
+            target=self._feed, name=f"vigie-influxdb-{settings.bucket}", daemon=True
+        )
+        self._feeder.start()
+
+    # -- from store_telemetry (must not wait) --------------------------------------
+
+    def add(self, lines: Iterable[str]) -> None:
+        dropped = 0
+        with self._cond:
+            for line in lines:
+                if len(self._queue) >= self.settings.max_buffered_points:
+                    self._queue.popleft()
+                    dropped += 1
+                self._queue.append(line)
+                self.stats.queued += 1
+            self._cond.notify()
+        if dropped:
+            self._dropped(dropped)
+
+    # -- feeder thread ---------------------------------------------------------------
+
+    def _feed(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (
+                    not self._queue
+                    or self.stats.in_flight >= self._window
+                    or time.monotonic() < self._pause_until
+                ):
+                    wait = max(0.01, self._pause_until - time.monotonic())
+                    self._cond.wait(min(wait, 0.5) if self._queue else 0.5)
+                if self._closed:
+                    return
+                take = min(len(self._queue), self._window - self.stats.in_flight)
+                lines = [self._queue.popleft() for _ in range(take)]
+                self.stats.in_flight += take
+            self._api.write(
+                bucket=self.settings.bucket,
+                org=self.settings.org,
+                record=lines,
+                write_precision=_PRECISION,
+            )
+
+    # -- WriteApi callbacks (its threads) --------------------------------------------
+
+    def _written(self, conf: tuple, data: str | bytes) -> None:
+        count = len(_lines(data))
+        with self._cond:
+            self.stats.in_flight -= count
+            self.stats.written += count
+            self._pause = 1.0
+            recovered, self._failing = self._failing, False
+            self._cond.notify()
+        if recovered:
+            log.info("influxdb: %s answers again; writing the buffered points", self.settings.url)
+
+    def _refused(self, conf: tuple, data: str | bytes, exception: Exception) -> None:
+        lines = _lines(data)
+        dropped = 0
+        with self._cond:
+            self.stats.in_flight -= len(lines)
+            self.stats.failed_batches += 1
+            # Back at the front: they are the oldest. Beyond the bound, drop them first.
+            room = self.settings.max_buffered_points - len(self._queue)
+            keep = lines[len(lines) - max(0, room) :] if room < len(lines) else lines
+            dropped = len(lines) - len(keep)
+            self._queue.extendleft(reversed(keep))
+            self._pause_until = time.monotonic() + self._pause
+            pause, self._pause = self._pause, min(self._pause * 2, _MAX_PAUSE)
+            first, self._failing = not self._failing, True
+            self._cond.notify()
+        if first:
+            log.warning(
+                "influxdb: cannot write to %s (%s); keeping up to %d points and retrying",
+                self.settings.url,
+                exception,
+                self.settings.max_buffered_points,
+            )
+        else:
+            log.debug("influxdb: write failed again (%s); next try in %.0f s", exception, pause)
+        if dropped:
+            self._dropped(dropped)
+
+    def _dropped(self, count: int) -> None:
+        with self._cond:
+            self.stats.dropped += count
+            total = self.stats.dropped
+        now = time.monotonic()
+        if now - self._last_drop_log >= 10:
+            self._last_drop_log = now
+            log.warning(
+                "influxdb: buffer full (%d points) while %s is away: "
+                "%d oldest points dropped so far",
+                self.settings.max_buffered_points,
+                self.settings.url,
+                total,
+            )
+
+    # -- status and shutdown --------------------------------------------------------
+
+    def snapshot(self) -> WriterStats:
+        with self._cond:
+            self.stats.buffered = len(self._queue)
+            return WriterStats(**vars(self.stats))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued is written (True) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._queue and self.stats.in_flight == 0:
+                    return True
+            self._api.flush()
+            time.sleep(0.05)
+        return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._feeder.join(2)
+        try:
+            self._api.close()
+        finally:
+            self._client.close()
+
+
+def _lines(data: str | bytes) -> list[str]:
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return [line for line in text.split("\n") if line]
+
+
+# --- Writers of this process, by destination ----------------------------------------
+
+_writers: dict[tuple[str, str, str, str | None], Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(settings: Settings) -> Writer:
+    key = (settings.url, settings.org, settings.bucket, settings.resolved_token())
+    with _writers_lock:
+        writer = _writers.get(key)
+        if writer is None:
+            writer = _writers[key] = Writer(settings)
+        return writer
+
+
+def writers() -> list[Writer]:
+    with _writers_lock:
+        return list(_writers.values())
+
+
+@atexit.register
+def close_writers() -> None:
+    """Write what is buffered (a few seconds at most) and close, e.g. at exit."""
+    with _writers_lock:
+        found = list(_writers.values())
+        _writers.clear()
+    for writer in found:
+        try:
+            writer.close()
+        except Exception:  # the process is ending: report, do not raise
+            log.exception("influxdb: closing the writer to %s failed", writer.settings.url)
+
+
+@hookimpl
+def store_telemetry(readings: list[Reading], commune: Commune) -> None:
+    settings: Settings = commune.plugin_config("influxdb") or Settings()
+    lines = [line for line in (to_line(r, commune.slug) for r in readings) if line]
+    if lines:
+        writer_for(settings).add(lines)
