@@ -235,6 +235,7 @@ def test_the_first_step_offers_the_communes_that_enable_the_form(vigie_api):
     assert "<legend>Dans quelle commune ?</legend>" in page
     assert 'aria-describedby="position-help"' in tag_with_id(page, "latitude")
     assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["cache-control"] == "no-store"
 
 
 def test_the_commune_is_found_from_the_position(vigie_api):
@@ -644,6 +645,22 @@ def test_a_body_over_the_limit_gets_a_413_page(vigie_api):
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("text/html")
     assert "Envoi trop volumineux" in response.text
+    assert stored(vigie_api) == (0, 0, 0)
+
+
+def test_a_body_without_a_declared_length_is_cut_off_at_the_limit(vigie_api):
+    def chunks():
+        yield b'--x\r\nContent-Disposition: form-data; name="photo"; filename="a.jpg"\r\n\r\n'
+        for _ in range(12):
+            yield b"\0" * (1024 * 1024)
+
+    response = vigie_api.client.post(
+        "/reports?lang=en",
+        content=chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert response.status_code == 413
+    assert "The upload is larger than 11 MB." in response.text
     assert stored(vigie_api) == (0, 0, 0)
 
 
