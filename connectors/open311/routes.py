@@ -47,7 +47,18 @@ from .service_requests import (
 )
 from .services import service_definition, service_entry
 from .settings import RateLimit, Settings
-from .submissions import IDEMPOTENCY_HEADER, KEY_PREFIX, build_report, idempotency_key, parse_form
+from .submissions import (
+    IDEMPOTENCY_HEADER,
+    KEY_PREFIX,
+    MAX_FIELDS,
+    PostForm,
+    build_report,
+    form_of,
+    idempotency_key,
+    media_type_of,
+    parse_form,
+    query_pairs,
+)
 from .texts import language_for
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,7 @@ MAX_RESULTS = 1000  # the spec's default volume, and the largest page
 MAX_PAGE = 1_000_000
 INVALID_KEY = "Invalid api_key received -- can't proceed with create_request"
 INTERNAL = "internal error; the server log has the details"
+DEFAULTS = Settings()  # the limits of a call whose jurisdiction is unknown
 _TOKEN = re.compile(r"^[0-9a-f]{64}$")
 _W3_SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")  # a "+" the client forgot to encode
 
@@ -266,7 +278,7 @@ def build_router() -> APIRouter:
         jurisdictions = state.jurisdictions(runtime)
         wanted = request.query_params.get("jurisdiction_id")
         found = jurisdictions.find(wanted)
-        settings = found.settings if found else Settings()
+        settings = found.settings if found else DEFAULTS
         limit(request, "read", found.slug if found else "*", settings.read_per_address, settings)
         jurisdiction = jurisdictions.resolve(wanted)
         language = language_for(request.headers.get("accept-language"), jurisdiction.commune)
@@ -279,8 +291,7 @@ def build_router() -> APIRouter:
         fmt = pick_format(fmt)
         runtime = runtime_of(request)
         jurisdictions = state.jurisdictions(runtime)
-        defaults = Settings()
-        limit(request, "read", "*", defaults.read_per_address, defaults)
+        limit(request, "read", "*", DEFAULTS.read_per_address, DEFAULTS)
         served = [j.settings for j in jurisdictions.served]
         contacts = list(dict.fromkeys(s.contact for s in served if s.contact))
         key_services = list(dict.fromkeys(s.key_service for s in served if s.key_service))
@@ -335,7 +346,11 @@ def build_router() -> APIRouter:
         try:
             fmt = pick_format(fmt)
             body = await read_capped_body(request)
-            form = parse_form(body, request.headers.get("content-type", ""), request.url.query)
+            content_type = request.headers.get("content-type", "")
+            if media_type_of(content_type) == "multipart/form-data":
+                form = await multipart_form(request, body)
+            else:
+                form = parse_form(body, content_type, request.url.query)
             return await run_in_threadpool(store_request, request, fmt, form)
         except Open311Error as error:
             return error_response(wanted_format, error)
@@ -343,12 +358,25 @@ def build_router() -> APIRouter:
             log.exception("open311: POST requests failed")
             return error_response(wanted_format, Open311Error(500, INTERNAL))
 
-    def store_request(request: Request, fmt: str, form: Any) -> Response:
+    async def multipart_form(request: Request, body: bytes) -> PostForm:
+        """Some apps post ``multipart/form-data`` (to attach a photo): its text
+        fields are read like a form's; files are not kept (send media_url)."""
+        request._body = body  # Starlette parses the form from the body already read
+        try:
+            data = await request.form(max_files=10, max_fields=MAX_FIELDS)
+        except Exception as exc:  # Starlette's parser refuses a malformed body
+            raise Open311Error(400, f"unreadable multipart/form-data body: {exc}") from None
+        fields = [(name, value) for name, value in data.multi_items() if isinstance(value, str)]
+        if len(fields) < len(data.multi_items()):
+            log.info("open311: files of a multipart POST ignored (media_url is kept)")
+        return form_of([query_pairs(request.url.query), fields])
+
+    def store_request(request: Request, fmt: str, form: PostForm) -> Response:
         runtime = runtime_of(request)
         jurisdictions = state.jurisdictions(runtime)
         wanted = form.get("jurisdiction_id")
         found = jurisdictions.find(wanted)
-        settings = found.settings if found else Settings()
+        settings = found.settings if found else DEFAULTS
         limit(request, "write", found.slug if found else "*", settings.write_per_address, settings)
         api_key = form.get("api_key")
         if api_key:

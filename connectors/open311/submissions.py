@@ -55,10 +55,21 @@ class PostForm:
         return self.fields.get(name, "").strip()
 
 
+def media_type_of(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise Open311Error(400, f"too many fields: at most {MAX_FIELDS}") from None
+
+
 def parse_form(body: bytes, content_type: str, query: str = "") -> PostForm:
     """Read an ``application/x-www-form-urlencoded`` body; query parameters count too
     (some clients send everything in the URL), the body winning."""
-    media_type = content_type.split(";")[0].strip().lower()
+    media_type = media_type_of(content_type)
     if body and media_type not in ("", "application/x-www-form-urlencoded"):
         raise Open311Error(
             400, f"send the request as application/x-www-form-urlencoded, not {media_type}"
@@ -67,13 +78,13 @@ def parse_form(body: bytes, content_type: str, query: str = "") -> PostForm:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise Open311Error(400, "the request body is not UTF-8") from None
-    try:
-        sources = [
-            parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_FIELDS),
-            parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS),
-        ]
-    except ValueError:
-        raise Open311Error(400, f"too many fields: at most {MAX_FIELDS}") from None
+    return form_of([query_pairs(query), query_pairs(text)])
+
+
+def form_of(sources: list[list[tuple[str, str]]]) -> PostForm:
+    """The fields of several sources of name/value pairs, later sources winning."""
+    if sum(len(pairs) for pairs in sources) > MAX_FIELDS:
+        raise Open311Error(400, f"too many fields: at most {MAX_FIELDS}")
     form = PostForm()
     for pairs in sources:
         seen: set[str] = set()
@@ -83,7 +94,7 @@ def parse_form(body: bytes, content_type: str, query: str = "") -> PostForm:
                 form.fields[name] = value
                 continue
             code = match.group(1)
-            if code not in seen:  # the body's values replace the query's
+            if code not in seen:  # a later source's values replace an earlier one's
                 seen.add(code)
                 form.attributes[code] = []
             form.attributes[code].append(value)

@@ -540,3 +540,30 @@ def test_unknown_formats_and_paths_answer_open311_errors(client):
 def test_the_channel_connector_is_registered(vigie_api):
     connector = vigie_api.runtime.connectors["open311"]
     assert connector.channel == "app"
+
+
+def test_a_multipart_post_is_read_like_a_form_without_its_files(client, key, vigie_api):
+    photo = ("lampe.jpg", b"\xff\xd8\xff\xe0 not really a photo", "image/jpeg")
+    response = client.post(
+        f"{API}/requests.json",
+        data=lamp_form(key, media_url="https://photos.example.org/1.jpg"),
+        files={"media": photo},
+    )
+    assert response.status_code == 201, response.text
+    reference = response.json()[0]["service_request_id"]
+    request = get(client, f"requests/{reference}").json()[0]
+    assert request["media_url"] == "https://photos.example.org/1.jpg"
+    broken = client.post(
+        f"{API}/requests.json",
+        content=b"--xyz\r\nnonsense",
+        headers={"Content-Type": "multipart/form-data"},  # no boundary
+    )
+    assert broken.status_code == 400
+    assert "multipart/form-data" in descriptions(broken)[0]
+
+
+def test_a_form_of_too_many_fields_is_refused(client, key, stored):
+    fields = urlencode(lamp_form(key)) + "".join(f"&x{n}=1" for n in range(300))
+    response = post(client, fields)
+    assert response.status_code == 400 and "too many fields" in descriptions(response)[0]
+    assert stored() == (0, 0)
