@@ -66,8 +66,7 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
         session.flush()
         return IntakeResult(record, None, created=False)
     ticket = open_ticket(runtime, session, draft, commune, actor, drafted_by=drafted_by)
-    record.ticket = ticket
-    ticket.signals.append(record)
+    record.ticket = ticket  # back-populates ticket.signals
     session.flush()
     events.after_commit(session, "ticket_created", ticket=ticket.snapshot(), commune=commune)
     return IntakeResult(record, ticket, created=True)

@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
 
 from core.auth import Actor, Permission
 from core.db.models import SignalRecord, Ticket, TicketEvent
 
 PriorityName = Literal["low", "normal", "high", "urgent"]
+
+
+def _field_error(field: str, reason: str) -> ValidationError:
+    """A validation error located at ``field`` (a model validator's own errors have no field)."""
+    return ValidationError.from_exception_data(
+        "fields", [{"type": "value_error", "loc": (field,), "input": None, "ctx": {"error": reason}}]
+    )
 
 
 class ReporterIn(BaseModel):
@@ -23,10 +30,11 @@ class ReporterIn(BaseModel):
 
     @model_validator(mode="after")
     def _can_notify(self) -> ReporterIn:
+        # Reported on the missing contact, which is what the caller must add.
         if self.notify_by == "email" and not self.email:
-            raise ValueError("notify_by is email but no email is given")
+            raise _field_error("email", "required to be told by email (notify_by is email)")
         if self.notify_by == "sms" and not self.phone:
-            raise ValueError("notify_by is sms but no phone is given")
+            raise _field_error("phone", "required to be told by SMS (notify_by is sms)")
         return self
 
 
@@ -49,7 +57,8 @@ class TicketIn(BaseModel):
     @model_validator(mode="after")
     def _located(self) -> TicketIn:
         if (self.latitude is None) != (self.longitude is None):
-            raise ValueError("give both latitude and longitude, or neither")
+            missing = "longitude" if self.longitude is None else "latitude"
+            raise _field_error(missing, "give both latitude and longitude, or neither")
         if self.latitude is None and not self.address:
             raise ValueError("give a location: latitude and longitude, or an address")
         return self

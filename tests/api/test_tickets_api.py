@@ -218,18 +218,18 @@ _PAPIERS = {"nature": "detritus"}
         ({"description": None}, "description", ["Field required"]),
         ({"description": "x"}, "description", ["at least 3 characters"]),
         ({"description": "      "}, "description", ["at least 3 characters"]),
-        ({"latitude": 45.77}, "body", ["latitude and longitude"]),
-        ({"longitude": 3.08}, "body", ["latitude and longitude"]),
+        ({"latitude": 45.77}, "longitude", ["latitude and longitude"]),
+        ({"longitude": 3.08}, "latitude", ["latitude and longitude"]),
         ({"latitude": 95.0, "longitude": 3.08}, "latitude", ["less than or equal to 90"]),
         ({"address": None}, "body", ["location"]),
         ({"address": "    "}, "body", ["location"]),
         ({"reporter": {"email": "jeanne-at-example"}}, "reporter.email", ["email"]),
         (
             {"reporter": {"notify_by": "sms", "email": "j@example.org"}},
-            "reporter",
-            ["sms", "phone"],
+            "reporter.phone",
+            ["SMS", "sms"],
         ),
-        ({"reporter": {"notify_by": "email"}}, "reporter", ["email"]),
+        ({"reporter": {"notify_by": "email"}}, "reporter.email", ["email"]),
         ({"reporter": {"phone": "appelez-moi"}}, "reporter.phone", ["pattern"]),
         ({"priority": "critique"}, "priority", ["low", "urgent"]),
         ({"channel": "pigeon"}, "channel", ["phone"]),
@@ -274,7 +274,7 @@ def test_invalid_ticket_is_refused_naming_field_and_reason_and_nothing_is_stored
 def test_reasons_read_as_written_for_the_caller(vigie_api, admin, ticket_body):
     response = post(vigie_api, ticket_body(latitude=45.77), admin)
     assert response.json()["errors"] == [
-        {"field": "body", "reason": "give both latitude and longitude, or neither"}
+        {"field": "longitude", "reason": "give both latitude and longitude, or neither"}
     ]
 
 
