@@ -290,6 +290,11 @@ def main(argv: list[str] | None = None) -> None:
 from core.cli_ingest import register as _register_ingest_commands; _register_ingest_commands(cli)  # noqa: E402, E702, I001
 
 
+# Sensor commands (``vigie devices``, ``vigie deadletters``) live in their own module.
+from core.cli_sensors import register as _register_sensor_commands  # noqa: E402
+
+_register_sensor_commands(cli)
+
+
 if __name__ == "__main__":
     main()
-

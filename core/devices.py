@@ -171,16 +171,18 @@ class DeviceRegistry:
     ) -> RegisteredDevice | None:
         """The device named ``device_id``, else the one with ``dev_eui``; None if unknown."""
         eui = dev_eui.lower() if dev_eui else None
-        self.prefetch(session, [device_id] if device_id else [], [eui] if eui else [])
-        with self._cache.lock:
-            if device_id:
-                hit = self._cache.by_id.get(device_id)
-                if hit and hit[0] is not None:
-                    return hit[0]
-            if eui:
-                hit = self._cache.by_eui.get(eui)
-                if hit and hit[0] is not None:
-                    return hit[0]
+        now = time.monotonic()
+        cache = self._cache
+        by_id = cache.by_id.get(device_id) if device_id else None
+        by_eui = cache.by_eui.get(eui) if eui else None
+        if (device_id and not _fresh(by_id, now)) or (eui and not _fresh(by_eui, now)):
+            self.prefetch(session, [device_id] if device_id else [], [eui] if eui else [])
+            by_id = cache.by_id.get(device_id) if device_id else None
+            by_eui = cache.by_eui.get(eui) if eui else None
+        if by_id is not None and by_id[0] is not None:
+            return by_id[0]
+        if by_eui is not None and by_eui[0] is not None:
+            return by_eui[0]
         return None
 
 
@@ -197,6 +199,15 @@ class DeviceImportError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+    def parts(self) -> list[tuple[str, str, str]]:
+        """Each problem as (where, field, reason); field is "" for the whole file."""
+        found = []
+        for problem in self.problems:
+            where, _, rest = problem.partition(": ")
+            field, sep, reason = rest.partition(": ")
+            found.append((where, field, reason) if sep else (where, "", rest))
+        return found
 
 
 @dataclass
@@ -241,9 +252,16 @@ def is_geojson(name: str, text: str) -> bool:
 
 
 def parse_devices(
-    name: str, data: bytes | str, communes: Collection[str], kinds: Collection[str]
+    name: str,
+    data: bytes | str,
+    communes: Collection[str],
+    kinds: Collection[str],
+    allowed: Collection[str] | None = None,
 ) -> list[DeviceRow]:
-    """Every device in a CSV or GeoJSON file, or DeviceImportError listing every problem."""
+    """Every device in a CSV or GeoJSON file, or DeviceImportError listing every problem.
+
+    ``allowed``: the communes the importer may register devices in (None: all).
+    """
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8-sig")
@@ -255,7 +273,7 @@ def parse_devices(
     problems: list[str] = []
     rows: list[DeviceRow] = []
     for where, values in reader.records(problems):
-        row = _check_row(where, values, communes, kinds, problems)
+        row = _check_row(where, values, communes, kinds, problems, allowed)
         if row is not None:
             rows.append(row)
     problems += _duplicates(rows)
@@ -423,6 +441,7 @@ def _check_row(
     communes: Collection[str],
     kinds: Collection[str],
     problems: list[str],
+    allowed: Collection[str] | None = None,
 ) -> DeviceRow | None:
     found_before = len(problems)
     texts = {
@@ -442,6 +461,8 @@ def _check_row(
         problems.append(
             f"{where}: commune: unknown commune {commune!r}; communes: {', '.join(communes)}"
         )
+    elif commune is not None and allowed is not None and commune not in allowed:
+        problems.append(f"{where}: commune: your token does not cover {commune}")
     dev_eui = None
     if texts["dev_eui"] is not None:
         dev_eui = normalize_eui(texts["dev_eui"])
@@ -449,8 +470,9 @@ def _check_row(
             problems.append(f"{where}: dev_eui: {texts['dev_eui']!r} is not 16 hex digits")
     latitude = _coordinate(values.get("latitude"), "latitude", 90, problems, where)
     longitude = _coordinate(values.get("longitude"), "longitude", 180, problems, where)
-    if (latitude is None) != (longitude is None) and len(problems) == found_before:
-        missing = "longitude" if longitude is None else "latitude"
+    given = {name: _text(values.get(name)) is not None for name in ("latitude", "longitude")}
+    if given["latitude"] != given["longitude"]:
+        missing = "longitude" if given["latitude"] else "latitude"
         problems.append(f"{where}: {missing}: required with the other coordinate")
     try:
         tags = parse_tags(values.get("tags"))
@@ -498,14 +520,19 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
 
 
 def import_devices(
-    runtime: Runtime, session: Session, name: str, data: bytes | str
+    runtime: Runtime,
+    session: Session,
+    name: str,
+    data: bytes | str,
+    allowed: Collection[str] | None = None,
 ) -> ImportResult:
     """Check ``data`` (CSV or GeoJSON, named ``name`` in messages) and upsert its devices.
 
     Raises DeviceImportError listing every problem, having stored nothing.
+    ``allowed``: the communes the importer may register devices in (None: all).
     The caller commits; the process's registry cache is cleared on commit.
     """
-    rows = parse_devices(name, data, list(runtime.area.communes), known_kinds(runtime))
+    rows = parse_devices(name, data, list(runtime.area.communes), known_kinds(runtime), allowed)
     existing: dict[str, Device] = {}
     for part in _chunks([row.device_id for row in rows]):
         for device in session.scalars(select(Device).where(Device.device_id.in_(part))):

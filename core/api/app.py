@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from core.api import communes, health, tickets
+from core.api import communes, deadletters, devices, health, tickets
 from core.api.errors import install_error_handlers
 from core.outbox import deliver_due
 from core.runtime import Runtime, open_runtime
@@ -17,7 +17,7 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CORE_ROUTERS = (health.router, tickets.router, communes.router)
+CORE_ROUTERS = (health.router, tickets.router, communes.router, devices.router, deadletters.router)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from core import events
 from core.config import Commune
@@ -36,7 +37,13 @@ from core.ingest.recovery import (
     resolve_if_all_recovered,
     resolves_on_recovery,
 )
-from core.ingest.signals_index import OPEN, SignalIndex, alert_record, existing_keys
+from core.ingest.signals_index import (
+    OPEN,
+    SignalIndex,
+    alert_record,
+    existing_keys,
+    signal_row,
+)
 from core.ingest.storms import Incident, StormWatch, emit_created, is_area_key, storm_key
 from core.intake import accept_signal
 from core.runtime import Runtime
@@ -78,6 +85,8 @@ class AlertDesk:
         self._attached: dict[int, tuple[Ticket, Commune, list[Alert]]] = {}
         self._resolutions: dict[int, PendingResolution] = {}
         self._created: set[int] = set()
+        self._bulk: list[SignalRecord] = []  # transient: inserted in one statement by finish()
+        self._tickets: dict[int, Ticket] = {}
 
     def handle(self, items: list[IncomingAlert]) -> None:
         if not items:
@@ -86,6 +95,16 @@ class AlertDesk:
             self.session, (i.alert.idempotency_key for i in items if i.alert.idempotency_key)
         )
         self.index.load({item.alert.device_id for item in items})
+        self.storms.prepare(
+            [
+                (item.commune, item.alert, key)
+                for item in items
+                if not item.alert.recovered
+                and item.alert.idempotency_key not in seen
+                and self.index.open_for(item.alert.device_id, item.alert.condition) is None
+                and (key := storm_key(item.alert, item.device)) is not None
+            ]
+        )
         for item in items:
             key = item.alert.idempotency_key
             if key is not None:
@@ -144,16 +163,31 @@ class AlertDesk:
         record.occurrences += 1
         if record.last_seen_at is None or alert.observed_at > record.last_seen_at:
             record.last_seen_at = alert.observed_at
-        if record.ticket is not None:
-            self._note_attached(record.ticket, commune, alert)
+        ticket = self._ticket_of(record)
+        if ticket is not None:
+            self._note_attached(ticket, commune, alert)
 
     def _attach(self, incident: Incident, alert: Alert, commune: Commune) -> None:
+        # Storms bring thousands: kept out of the unit of work, inserted in bulk at the end.
         record = alert_record(alert, commune)
-        record.ticket = incident.ticket
-        self.session.add(record)
+        record.ticket_id = incident.ticket.id
+        self._bulk.append(record)
         self.index.add(record)
+        self.index.note_status(incident.ticket.id, incident.ticket.status)
+        self._tickets[incident.ticket.id] = incident.ticket
         self.storms.note_attached(incident)
         self._note_attached(incident.ticket, commune, alert)
+
+    def _ticket_of(self, record: SignalRecord) -> Ticket | None:
+        ticket = record.__dict__.get("ticket")
+        if ticket is not None or record.ticket_id is None:
+            return ticket
+        ticket = self._tickets.get(record.ticket_id)
+        if ticket is None:
+            # Not its signals: an incident's are thousands, loaded only if needed.
+            ticket = self.session.get(Ticket, record.ticket_id, options=[lazyload(Ticket.signals)])
+            self._tickets[record.ticket_id] = ticket
+        return ticket
 
     def _note_attached(self, ticket: Ticket, commune: Commune, alert: Alert) -> None:
         entry = self._attached.setdefault(id(ticket), (ticket, commune, []))
@@ -166,11 +200,11 @@ class AlertDesk:
         records = self.index.take_unrecovered(alert.device_id, alert.condition)
         kept = alert_record(alert, commune)
         kept.recovered_at = alert.observed_at
-        self.session.add(kept)
+        self._bulk.append(kept)
         resolves = resolves_on_recovery(item.connector, alert.connector, commune)
         for record in records:
             record.recovered_at = alert.observed_at
-            ticket = record.ticket
+            ticket = self._ticket_of(record)
             if ticket is None:
                 continue
             if ticket.id is None:
@@ -201,8 +235,13 @@ class AlertDesk:
     # --- End of batch ---------------------------------------------------------------
 
     def finish(self) -> None:
-        """Resolve recovered tickets, update incidents, hold the plugin events."""
+        """Store the bulk signals, resolve recovered tickets, update incidents,
+        hold the plugin events."""
         self.session.flush()
+        if self._bulk:
+            self.session.execute(insert(SignalRecord), [signal_row(r) for r in self._bulk])
+            for ticket in self._tickets.values():
+                self.session.expire(ticket, ["signals"])
         for pending in self._resolutions.values():
             if pending.ticket.status not in OPEN:
                 continue

@@ -3,12 +3,13 @@ messages, and the connectors' state of each device. Written once per batch."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from core.db.sensor_models import DeadLetter, Device, IgnoredMessageCount, UnregisteredDevice
@@ -216,10 +217,30 @@ def load_states(session: Session, pks: Iterable[int]) -> dict[int, DeviceState]:
     return states
 
 
+_UNNEST_UPDATE = text(
+    "UPDATE devices SET state = given.state, last_seen_at = given.seen"
+    " FROM (SELECT unnest(CAST(:ids AS integer[])) AS id,"
+    " unnest(CAST(:states AS json[])) AS state,"
+    " unnest(CAST(:seen AS timestamptz[])) AS seen) AS given"
+    " WHERE devices.id = given.id"
+)
+
+
 def write_states(session: Session, states: Iterable[DeviceState]) -> None:
-    """One UPDATE per touched device, sent as one executemany."""
-    rows = [{"pk": s.pk, "new_state": s.state, "seen": s.last_seen_at} for s in states if s.touched]
-    if not rows:
+    """The touched devices' state and last-heard time: one statement on
+    PostgreSQL (arrays unnested), one executemany elsewhere."""
+    touched = [s for s in states if s.touched]
+    if not touched:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _UNNEST_UPDATE,
+            {
+                "ids": [s.pk for s in touched],
+                "states": [json.dumps(s.state) for s in touched],
+                "seen": [s.last_seen_at for s in touched],
+            },
+        )
         return
     table = Device.__table__
     statement = (
@@ -227,4 +248,5 @@ def write_states(session: Session, states: Iterable[DeviceState]) -> None:
         .where(table.c.id == bindparam("pk"))
         .values(state=bindparam("new_state"), last_seen_at=bindparam("seen"))
     )
+    rows = [{"pk": s.pk, "new_state": s.state, "seen": s.last_seen_at} for s in touched]
     session.connection().execute(statement, rows)

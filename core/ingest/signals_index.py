@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, lazyload
 
 from core.config import Commune
-from core.db.models import SignalRecord
+from core.db.models import SignalRecord, Ticket
 from core.db.types import utcnow
 from core.signals import Alert
 from core.workflow import OPEN_STATUSES
@@ -49,6 +50,19 @@ def alert_record(alert: Alert, commune: Commune) -> SignalRecord:
     )
 
 
+_COLUMNS = tuple(c.key for c in SignalRecord.__table__.columns if c.key != "id")
+_DEFAULTS = {"answers": {}, "details": {}, "language": "fr", "occurrences": 1}
+
+
+def signal_row(record: SignalRecord) -> dict[str, Any]:
+    """A transient record as the values of a bulk INSERT (every column given)."""
+    row = {key: record.__dict__.get(key) for key in _COLUMNS}
+    for key, default in _DEFAULTS.items():
+        if row[key] is None:
+            row[key] = default
+    return row
+
+
 def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """The idempotency keys already stored, among ``keys``."""
     wanted = sorted(set(keys))
@@ -64,38 +78,58 @@ def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
 
 
 class SignalIndex:
-    """Unrecovered alert signals by (device_id, condition), oldest first."""
+    """Unrecovered alert signals by (device_id, condition), oldest first.
+
+    Tickets are not loaded with them (an incident's would bring thousands of
+    signals along): their status comes with the query, and the ticket itself
+    is loaded only when a signal joins or recovers.
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self._signals: dict[tuple[str, str], list[SignalRecord]] = defaultdict(list)
+        self._status: dict[int, str] = {}  # ticket id -> status when loaded
 
     def load(self, device_ids: Iterable[str]) -> None:
         ids = sorted(set(device_ids))
         for start in range(0, len(ids), _CHUNK):
             query = (
-                select(SignalRecord)
+                select(SignalRecord, Ticket.status)
+                .outerjoin(Ticket, Ticket.id == SignalRecord.ticket_id)
                 .where(
                     SignalRecord.kind == "alert",
                     SignalRecord.device_id.in_(ids[start : start + _CHUNK]),
                     SignalRecord.recovered_at.is_(None),
                 )
-                .options(joinedload(SignalRecord.ticket))
+                .options(lazyload(SignalRecord.ticket))
                 .order_by(SignalRecord.id)
             )
-            for record in self.session.scalars(query).unique():
+            for record, status in self.session.execute(query):
                 self._signals[(record.device_id, record.condition)].append(record)
+                if record.ticket_id is not None:
+                    self._status[record.ticket_id] = status
 
     def add(self, record: SignalRecord) -> None:
         self._signals[(record.device_id, record.condition)].append(record)
+
+    def note_status(self, ticket_id: int, status: str) -> None:
+        self._status[ticket_id] = status
+
+    def _ticket_status(self, record: SignalRecord) -> str | None:
+        # A ticket loaded or set during the batch knows its current status.
+        ticket = record.__dict__.get("ticket")
+        if ticket is not None:
+            return ticket.status
+        if record.ticket_id is None:
+            return None
+        return self._status.get(record.ticket_id) or record.ticket.status
 
     def open_for(self, device_id: str, condition: str) -> SignalRecord | None:
         """The newest unrecovered signal that new alerts join: on an open ticket, or
         on none (an alert the commune turns into no ticket still counts repeats)."""
         for record in reversed(self._signals.get((device_id, condition), ())):
-            if record.ticket is None and record.ticket_id is None:
-                return record
-            if record.ticket is not None and record.ticket.status in OPEN:
+            status = self._ticket_status(record)
+            if status is None or status in OPEN:
                 return record
         return None
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import distinct, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from core import events, history, ticket_actions
 from core.config import Commune
@@ -97,6 +97,65 @@ class StormWatch:
 
     # --- Lookups -------------------------------------------------------------
 
+    def prepare(self, candidates: list[tuple[Commune, Alert, str]]) -> None:
+        """Load, in a few queries, the open incidents and recent raises of every
+        storm the batch's new alerts may belong to (lookups then need none)."""
+        if not candidates:
+            return
+        communes = {commune.slug: commune for commune, _, _ in candidates}
+        triples = {(commune.slug, alert.condition, key) for commune, alert, key in candidates}
+        conditions = sorted({condition for _, condition, _ in triples})
+        keys = sorted({key for _, _, key in triples})
+        rows = self.session.execute(
+            select(StormIncident, Ticket)
+            .join(Ticket, Ticket.id == StormIncident.ticket_id)
+            .options(lazyload(Ticket.signals))
+            .where(
+                StormIncident.commune.in_(sorted(communes)),
+                StormIncident.condition.in_(conditions),
+                StormIncident.storm_key.in_(keys),
+                Ticket.status.in_(_OPEN),
+            )
+            .order_by(StormIncident.id)
+        ).all()
+        for triple in triples:
+            self._incidents.setdefault(triple, None)
+        for storm, ticket in rows:
+            triple = (storm.commune, storm.condition, storm.storm_key)
+            if triple in triples:
+                self._incidents[triple] = Incident(storm, ticket, communes[storm.commune])
+        since = min(alert.observed_at for _, alert, _ in candidates) - self.window
+        wanted = [t for t in triples if self._incidents.get(t) is None and t not in self._recent]
+        for triple in wanted:
+            self._recent[triple] = {}
+        asset_keys = sorted({key for _, _, key in wanted if not is_area_key(key)})
+        query = select(
+            SignalRecord.device_id,
+            SignalRecord.last_seen_at,
+            SignalRecord.commune,
+            SignalRecord.condition,
+            SignalRecord.asset,
+            SignalRecord.details,
+        ).where(
+            SignalRecord.kind == "alert",
+            SignalRecord.commune.in_(sorted(communes)),
+            SignalRecord.condition.in_(conditions),
+            SignalRecord.recovered_at.is_(None),
+            SignalRecord.last_seen_at >= since,
+        )
+        found = []
+        if asset_keys:
+            found += self.session.execute(query.where(SignalRecord.asset.in_(asset_keys))).all()
+        if len(asset_keys) < len({key for _, _, key in wanted}):
+            found += self.session.execute(query.where(SignalRecord.asset.is_(None))).all()
+        for device_id, last_seen_at, commune, condition, asset, details in found:
+            key = asset if asset is not None else (details or {}).get("storm_key")
+            recent = self._recent.get((commune, condition, key))
+            if recent is None or not device_id:
+                continue
+            if device_id not in recent or last_seen_at > recent[device_id]:
+                recent[device_id] = last_seen_at
+
     def incident(self, commune: Commune, condition: str, key: str) -> Incident | None:
         """The open incident for this storm, if any."""
         ident = (commune.slug, condition, key)
@@ -104,6 +163,7 @@ class StormWatch:
             row = self.session.execute(
                 select(StormIncident, Ticket)
                 .join(Ticket, Ticket.id == StormIncident.ticket_id)
+                .options(lazyload(Ticket.signals))
                 .where(
                     StormIncident.commune == commune.slug,
                     StormIncident.condition == condition,
@@ -222,9 +282,21 @@ class StormWatch:
                 record.ticket = ticket
                 moved_from[old.id] = old
         comment = f"Fait partie de l'incident {ticket.reference}."
+        self.session.flush()
+        still_active = set()
+        if moved_from:
+            still_active = set(
+                self.session.scalars(
+                    select(SignalRecord.ticket_id).where(
+                        SignalRecord.ticket_id.in_(sorted(moved_from)),
+                        SignalRecord.kind == "alert",
+                        SignalRecord.recovered_at.is_(None),
+                    )
+                )
+            )
         for old in moved_from.values():
             old.incident_id = ticket.id
-            if any(s.kind == "alert" and s.recovered_at is None for s in old.signals):
+            if old.id in still_active:
                 # It still holds other problems: linked to the incident, not closed.
                 history.record(
                     self.session, old, STORM_ACTOR, "linked",
