@@ -174,6 +174,27 @@ def signal_attached(ticket: TicketSnapshot, signal: Signal, commune: Commune) ->
 # --- Out: messages and telemetry --------------------------------------------
 
 
+@hookspec
+def compose_notifications(
+    ticket: TicketSnapshot, event: HistoryEvent, commune: Commune
+) -> Iterable[Notification] | None:
+    """Messages to send because of ``event``, a new entry in ``ticket``'s
+    history: a receipt when it was created, a word when it was assigned,
+    redirected to an outside body or resolved...
+
+    Called inside the transaction that records the event, once per event
+    (``created``, ``redirected``, ``routed``, ``status_changed``,
+    ``assigned``...), with ``ticket`` as it is after the change, its
+    ``reporters`` included. The messages are queued in the outbox in that same
+    transaction and delivered after commit by ``send_notification``: none is
+    lost if the process dies after the commit, none is sent for a change that
+    is rolled back. Compose only; never send from here. Collected: return
+    :class:`Notification` objects (an empty list or None for nothing).
+    Raising is logged with the plugin's name and that plugin's messages are
+    dropped; the change is stored all the same.
+    """
+
+
 @hookspec(firstresult=True)
 def send_notification(notification: Notification, commune: Commune) -> bool | None:
     """Deliver one queued message (email, SMS...) now.
@@ -208,6 +229,7 @@ PER_COMMUNE_HOOKS: frozenset[str] = frozenset(
         "ticket_created",
         "ticket_status_changed",
         "signal_attached",
+        "compose_notifications",
         "send_notification",
         "store_telemetry",
     }

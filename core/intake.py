@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import events, history
+from core import events, history, notify
 from core.answers import validate_answers
 from core.config import Commune
 from core.config.models import PRIORITIES
@@ -68,6 +68,7 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
     ticket = open_ticket(runtime, session, draft, commune, actor, drafted_by=drafted_by)
     record.ticket = ticket  # back-populates ticket.signals
     session.flush()
+    notify.queue_for_new_ticket(runtime, session, ticket)
     events.after_commit(session, "ticket_created", ticket=ticket.snapshot(), commune=commune)
     return IntakeResult(record, ticket, created=True)
 

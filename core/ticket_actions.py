@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import events, history
+from core import events, history, notify
 from core.config.models import PRIORITIES
 from core.db.models import Ticket
 from core.db.types import utcnow
@@ -70,6 +70,7 @@ def change_status(
         ticket.outside_body = outside_body
     ticket.updated_at = now
     event = history.record(session, ticket, actor, "status_changed", changes, comment, public)
+    notify.queue_notifications(runtime, session, ticket, event)
     commune = runtime.commune(ticket.commune)
     events.after_commit(
         session,
@@ -96,7 +97,8 @@ def assign(
     old_team = ticket.team
     ticket.team = team
     ticket.updated_at = utcnow()
-    history.record(session, ticket, actor, "assigned", {"team": [old_team, team]}, comment)
+    event = history.record(session, ticket, actor, "assigned", {"team": [old_team, team]}, comment)
+    notify.queue_notifications(runtime, session, ticket, event)
     if ticket.status in (Status.NEW, Status.ACKNOWLEDGED, Status.REOPENED):
         change_status(runtime, session, ticket, Status.ASSIGNED.value, actor)
     return ticket

@@ -127,6 +127,20 @@ class Recorder:
         self._seen("signal_attached", ticket=ticket, signal=signal, commune=commune)
 
     @hookimpl
+    def compose_notifications(self, ticket, event, commune):
+        self._seen("compose_notifications", ticket=ticket, event=event, commune=commune)
+        if event.action != "created":
+            return None
+        return [
+            Notification(
+                channel="pigeon", recipient=contact.email, subject=f"Reçu {ticket.reference}",
+                body="Merci", commune=commune.slug,
+            )
+            for contact in ticket.reporters
+            if contact.email
+        ]
+
+    @hookimpl
     def send_notification(self, notification, commune):
         self._seen("send_notification", notification=notification, commune=commune)
         return True if notification.channel == "pigeon" else None
@@ -318,6 +332,36 @@ def test_signal_attached(vigie_runtime, recorder):
     assert call["ticket"].reference == first.ticket.reference
 
 
+def test_compose_notifications(vigie_api, recorder):
+    body = {**TICKET, "reporter": {"email": "habitant@example.org", "notify_by": "email"}}
+    ticket = vigie_api.client.post("/api/v1/tickets", json=body, headers=vigie_api.headers()).json()
+    calls = recorder.called("compose_notifications")
+    assert calls[0]["event"].action == "created"
+    assert calls[0]["ticket"].reporters[0].email == "habitant@example.org", "the reporter is known"
+    assert calls[0]["commune"].slug == "clermont-ferrand"
+    with vigie_api.runtime.sessions() as session:
+        (message,) = session.query(OutboxMessage).all()
+    assert (message.ticket_id, message.recipient) == (ticket["id"], "habitant@example.org")
+    assert message.subject == f"Reçu {ticket['reference']}"
+
+
+def test_compose_notifications_queues_nothing_when_the_change_rolls_back(vigie_runtime, recorder):
+    from core.signals import Report, Reporter
+
+    report = Report(
+        commune="clermont-ferrand", category="autre", description="Question", channel="phone",
+        answers={"precision": "Horaires"},
+        reporter=Reporter(email="a@example.org", notify_by="email"),
+    )
+    with vigie_runtime.sessions() as session:
+        accept_signal(vigie_runtime, session, report, "staff:test")
+        assert session.query(OutboxMessage).count() == 1, "queued in the ticket's transaction"
+        session.rollback()
+    with vigie_runtime.sessions() as session:
+        assert session.query(OutboxMessage).count() == 0
+    assert recorder.called("compose_notifications")
+
+
 def test_send_notification(vigie_runtime, recorder):
     message = Notification(
         channel="pigeon", recipient="toit de la mairie", subject="Reçu", body="Merci",
@@ -365,7 +409,11 @@ def test_store_telemetry(vigie_runtime, recorder):
 
 
 @pytest.mark.parametrize(
-    "hook", ["draft_ticket", "route_ticket", "compute_due_date", "ticket_created", "register_categories"]
+    "hook",
+    [
+        "draft_ticket", "route_ticket", "compute_due_date", "ticket_created", "register_categories",
+        "compose_notifications",
+    ],
 )
 def test_a_raising_plugin_never_loses_the_ticket(vigie_settings, recorder, hook, caplog):
     from core.api.app import create_app
