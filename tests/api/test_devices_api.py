@@ -14,6 +14,17 @@ DEVICES = REPO / "config" / "devices"
 HEADER = "device_id,dev_eui,kind,commune,latitude,longitude,address,asset,tags\n"
 
 
+@pytest.fixture(autouse=True)
+def telemetry(monkeypatch) -> list:
+    """Readings handed to telemetry, kept here: the example config's time-series
+    plugin must not be written to (nor left with buffered points) by these tests."""
+    handed: list = []
+    monkeypatch.setattr(
+        "core.ingest.pipeline.store_readings", lambda runtime, readings: handed.extend(readings)
+    )
+    return handed
+
+
 @pytest.fixture
 def admin(vigie_api) -> dict[str, str]:
     return vigie_api.headers("admin")

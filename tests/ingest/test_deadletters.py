@@ -36,6 +36,17 @@ def shared_bytes(name: str) -> bytes:
     return path.read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def telemetry(monkeypatch) -> list:
+    """Readings handed to telemetry, kept here: the example config's time-series
+    plugin must not be written to (nor left with buffered points) by these tests."""
+    handed: list = []
+    monkeypatch.setattr(
+        "core.ingest.pipeline.store_readings", lambda runtime, readings: handed.extend(readings)
+    )
+    return handed
+
+
 @pytest.fixture
 def pipeline(vigie_runtime) -> IngestPipeline:
     with vigie_runtime.sessions() as session:

@@ -56,6 +56,17 @@ def chirpstack(device_id: str, dev_eui: str, obj: dict, at: datetime, f_cnt: int
     return RawMessage(f"application/app/device/{dev_eui}/event/up", json.dumps(body).encode(), at)
 
 
+@pytest.fixture(autouse=True)
+def telemetry(monkeypatch) -> list:
+    """Readings handed to telemetry, kept here: the example config's time-series
+    plugin must not be written to (nor left with buffered points) by these tests."""
+    handed: list = []
+    monkeypatch.setattr(
+        "core.ingest.pipeline.store_readings", lambda runtime, readings: handed.extend(readings)
+    )
+    return handed
+
+
 @pytest.fixture
 def registry(vigie_runtime) -> None:
     """The demo registry of config/devices/, imported."""

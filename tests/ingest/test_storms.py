@@ -39,6 +39,17 @@ def lamp_event(device_id: str, event: str, at: datetime, cleared: bool = False) 
     )
 
 
+@pytest.fixture(autouse=True)
+def telemetry(monkeypatch) -> list:
+    """Readings handed to telemetry, kept here: the example config's time-series
+    plugin must not be written to (nor left with buffered points) by these tests."""
+    handed: list = []
+    monkeypatch.setattr(
+        "core.ingest.pipeline.store_readings", lambda runtime, readings: handed.extend(readings)
+    )
+    return handed
+
+
 @pytest.fixture
 def register(vigie_runtime):
     def load(csv: str) -> None:
