@@ -47,9 +47,11 @@ class IngestSettings(BaseModel):
     # messages) across restarts. Default ``vigie-ingest-<hostname>`` (``vigie-serve-``
     # for ``vigie serve``); give each process on one host its own (``--client-id``).
     client_id: str | None = Field(default=None, min_length=1, max_length=100)
-    # ``$share/<group>/<filter>`` so several ``vigie ingest`` share the load
-    # (MQTT 5 brokers: Mosquitto >= 1.6, EMQX, HiveMQ...). "" subscribes plainly.
-    shared_group: str = Field(default="vigie", pattern=r"^[^/+#]*$")
+    # "vigie": ``$share/vigie/<filter>``, so that several ``vigie ingest`` split
+    # the load (MQTT 5 brokers: Mosquitto >= 1.6, EMQX, HiveMQ...). Empty by
+    # default: Mosquitto 2.0.11 does not restore shared subscriptions when it
+    # restarts, and drops what is published until the ingestors resubscribe.
+    shared_group: str = Field(default="", pattern=r"^[^/+#]*$")
     # Topics when the communes name none (``mqtt_topics`` in their files).
     default_topics: list[str] = [
         "v3/+/devices/+/up",

@@ -359,6 +359,17 @@ class Simulation:
         self.counts["storm"] += len(out)
         return out
 
+    def raise_all(self, kind: str | None = None, now: datetime | None = None) -> list[SimMessage]:
+        """One alert from every device (of ``kind``) that has none raised yet."""
+        now = now or _utcnow()
+        out = []
+        for device in self.devices:
+            state = self._state[device.device_id]
+            if (kind is None or device.kind == kind) and state.active is None:
+                out.append(self._alert(device, state, now))
+        self.counts["alert"] += len(out)
+        return out
+
     def active_conditions(self) -> dict[str, str]:
         """Device id -> the condition it has raised and not recovered."""
         return {device_id: s.active for device_id, s in self._state.items() if s.active}

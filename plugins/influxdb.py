@@ -47,6 +47,10 @@ TOKEN_ENV = "VIGIE_INFLUXDB_TOKEN"
 # Devices report to the second at best: milliseconds keep lines short.
 _PRECISION = "ms"
 _MAX_PAUSE = 60.0
+_QUIET_LOGGERS = {
+    "influxdb_client.client.write.retry": logging.ERROR,
+    "influxdb_client.client.write_api": logging.CRITICAL,
+}
 
 
 class Settings(BaseModel):
@@ -118,6 +122,10 @@ class Writer:
             org=settings.org,
             timeout=settings.timeout_ms,
         )
+        # The client logs every failed try (and resets its loggers' levels when
+        # created): this plugin says it once per outage.
+        for name, level in _QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
         self._api = self._client.write_api(
             write_options=WriteOptions(
                 batch_size=settings.batch_size,
@@ -249,7 +257,14 @@ class Writer:
         return False
 
     def close(self, timeout: float = 5.0) -> None:
-        self.flush(timeout)
+        # A server away at exit is not waited for: what is buffered is lost, and said.
+        if not self.flush(0 if self._failing else timeout):
+            left = self.snapshot()
+            log.warning(
+                "influxdb: closing with %d points not written to %s",
+                left.buffered + left.in_flight,
+                self.settings.url,
+            )
         with self._cond:
             self._closed = True
             self._cond.notify_all()

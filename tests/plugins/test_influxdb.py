@@ -92,6 +92,7 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
 
 @pytest.fixture(autouse=True)
 def _fresh_writers() -> Iterator[None]:
+    influxdb.close_writers()  # other tests' (the example communes write to :8428)
     yield
     influxdb.close_writers()
 
@@ -131,7 +132,7 @@ def test_readings_become_one_measurement_per_kind_tagged_with_device_and_commune
         commune="testville",
     )
     influxdb.store_telemetry(readings=[*meter_readings(3), lamp], commune=commune)
-    [writer] = influxdb.writers()
+    writer = influxdb.writer_for(commune.plugin_config("influxdb"))
     assert writer.flush(10)
 
     volume = {
@@ -159,7 +160,7 @@ def test_a_server_away_never_holds_up_the_caller_and_gets_the_points_when_back(
 ) -> None:
     commune = commune_writing_to(victoria.url, batch_size=50, retry_interval_ms=50, max_retries=1)
     influxdb.store_telemetry(readings=meter_readings(10), commune=commune)
-    [writer] = influxdb.writers()
+    writer = influxdb.writer_for(commune.plugin_config("influxdb"))
     assert writer.flush(10)
 
     victoria.stop()
@@ -190,7 +191,7 @@ def test_beyond_the_bound_the_oldest_points_are_dropped_and_counted(victoria) ->
         victoria.url, batch_size=10, max_buffered_points=100, retry_interval_ms=50, max_retries=0
     )
     influxdb.store_telemetry(readings=meter_readings(250), commune=commune)
-    [writer] = influxdb.writers()
+    writer = influxdb.writer_for(commune.plugin_config("influxdb"))
     time.sleep(0.5)
     stats = writer.snapshot()
     assert stats.dropped >= 130  # 250 - 100 buffered - 20 in flight at most
