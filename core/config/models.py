@@ -60,6 +60,9 @@ class Category(BaseModel):
     calendar_hours: bool = False
     questions: tuple[Question, ...] = ()
     public: bool = True
+    # Metres within which a new report is offered an open ticket of this
+    # category ("already reported"); None: the commune's ``matching_radius_m``.
+    matching_radius_m: float | None = Field(default=None, ge=0, le=5000)
 
     def question(self, code: str) -> Question | None:
         return next((q for q in self.questions if q.code == code), None)
@@ -147,6 +150,9 @@ class Commune(BaseModel):
     # MQTT topic filters this commune's sensor networks publish to; the
     # ingestion transport subscribes to the union of all communes' filters.
     mqtt_topics: tuple[str, ...] = ()
+    # Metres within which a new report is offered an open ticket of the same
+    # category (a category may set its own); 0 turns the offer off.
+    matching_radius_m: float = Field(default=50, ge=0, le=5000)
     source: str | None = None  # the file it came from, for messages
 
     def category(self, code: str) -> Category | None:
@@ -154,6 +160,13 @@ class Commune(BaseModel):
 
     def team(self, code: str) -> Team | None:
         return next((t for t in self.teams if t.code == code), None)
+
+    def matching_radius(self, category_code: str) -> float:
+        """Metres within which reports of this category count as the same problem."""
+        category = self.category(category_code)
+        if category is not None and category.matching_radius_m is not None:
+            return category.matching_radius_m
+        return self.matching_radius_m
 
     def enables(self, plugin_name: str) -> bool:
         return plugin_name in self.plugins
