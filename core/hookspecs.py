@@ -176,7 +176,7 @@ def signal_attached(ticket: TicketSnapshot, signal: Signal, commune: Commune) ->
 
 @hookspec
 def compose_notifications(
-    ticket: TicketSnapshot, event: HistoryEvent, commune: Commune
+    ticket: TicketSnapshot, event: HistoryEvent, commune: Commune, settings: Settings
 ) -> Iterable[Notification] | None:
     """Messages to send because of ``event``, a new entry in ``ticket``'s
     history: a receipt when it was created, a word when it was assigned,
@@ -185,7 +185,8 @@ def compose_notifications(
     Called inside the transaction that records the event, once per event
     (``created``, ``redirected``, ``routed``, ``status_changed``,
     ``assigned``...), with ``ticket`` as it is after the change, its
-    ``reporters`` included. The messages are queued in the outbox in that same
+    ``reporters`` included (``settings`` to find files relative to the
+    configuration directory). The messages are queued in the outbox in that same
     transaction and delivered after commit by ``send_notification``: none is
     lost if the process dies after the commit, none is sent for a change that
     is rolled back. Compose only; never send from here. Collected: return

@@ -38,7 +38,7 @@ def queue_notifications(
     snapshot, event_snapshot = ticket.snapshot(), event.snapshot()
     queued = []
     for plugin, results in runtime.pm.call_each(
-        HOOK, ticket=snapshot, event=event_snapshot, commune=commune
+        HOOK, ticket=snapshot, event=event_snapshot, commune=commune, settings=runtime.settings
     ):
         try:
             notifications = list(results)

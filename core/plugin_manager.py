@@ -32,11 +32,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.routing",
     "plugins.sla",
     "plugins.influxdb",
+    "plugins.resident_messages",
     "connectors.water",
     "connectors.lighting",
     "connectors.parking",
     "connectors.webform",
     "connectors.open311",
+    "connectors.email",
 )
 
 # Plugins that run for every commune whether or not its file names them.

@@ -340,7 +340,7 @@ def test_compose_notifications(vigie_api, recorder):
     assert calls[0]["ticket"].reporters[0].email == "habitant@example.org", "the reporter is known"
     assert calls[0]["commune"].slug == "clermont-ferrand"
     with vigie_api.runtime.sessions() as session:
-        (message,) = session.query(OutboxMessage).all()
+        (message,) = session.query(OutboxMessage).filter_by(channel="pigeon").all()
     assert (message.ticket_id, message.recipient) == (ticket["id"], "habitant@example.org")
     assert message.subject == f"Reçu {ticket['reference']}"
 
@@ -355,7 +355,9 @@ def test_compose_notifications_queues_nothing_when_the_change_rolls_back(vigie_r
     )
     with vigie_runtime.sessions() as session:
         accept_signal(vigie_runtime, session, report, "staff:test")
-        assert session.query(OutboxMessage).count() == 1, "queued in the ticket's transaction"
+        assert session.query(OutboxMessage).filter_by(channel="pigeon").count() == 1, (
+            "queued in the ticket's transaction"
+        )
         session.rollback()
     with vigie_runtime.sessions() as session:
         assert session.query(OutboxMessage).count() == 0
