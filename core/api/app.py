@@ -9,15 +9,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from core.api import communes, deadletters, devices, health, tickets
+from core.api import communes, deadletters, devices, health, matching, tickets
 from core.api.errors import install_error_handlers
+from core.api.limits import BodyLimitMiddleware
 from core.outbox import deliver_due
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CORE_ROUTERS = (health.router, tickets.router, communes.router, devices.router, deadletters.router)
+# matching before tickets: /tickets/similar is not a ticket key.
+CORE_ROUTERS = (
+    health.router, matching.router, tickets.router, communes.router, devices.router,
+    deadletters.router,
+)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             CORSMiddleware, allow_origins=settings.api.cors_origins,
             allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    app.add_middleware(BodyLimitMiddleware)
     install_error_handlers(app)
     for router in CORE_ROUTERS:
         app.include_router(router)
