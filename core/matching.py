@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import events, history
+from core import events, history, notify
 from core.config import Commune
 from core.db.models import SignalRecord, Ticket
 from core.db.sensor_models import Device
@@ -230,13 +230,14 @@ def attach_report(
     record.ticket = ticket  # back-populates ticket.signals
     ticket.updated_at = utcnow()
     session.flush()
-    history.record(
+    event = history.record(
         session,
         ticket,
         actor,
         "report_attached",
         {"channel": report.channel, "reports": [reports_before, reports_before + 1]},
     )
+    notify.queue_notifications(runtime, session, ticket, event)
     events.after_commit(
         session, "signal_attached", ticket=ticket.snapshot(), signal=report, commune=commune
     )

@@ -6,7 +6,9 @@ Enable with ``[plugins.resident_messages]`` in a commune's file. It composes
 - ``receipt``: the ticket was opened; its reference and a tracking link;
 - ``assigned``: a team took it in hand;
 - ``redirected``: it belongs to an outside body (named), with the reason;
-- ``resolved``: it is fixed, with what was done (the public comment).
+- ``resolved``: it is fixed, with what was done (the public comment);
+- ``attached``: their report joined a ticket already open for the same
+  problem; its reference and tracking link (to that resident only).
 
 One message per resident who reported the problem and asked to be told
 (``notify_by`` email or sms), in their language when the commune speaks it.
@@ -57,10 +59,12 @@ log = logging.getLogger(__name__)
 
 PLUGIN = "resident_messages"
 SHIPPED = Path(__file__).resolve().parent / "resident_messages_templates"
-MessageKind = Literal["receipt", "assigned", "redirected", "resolved"]
-KINDS: tuple[str, ...] = ("receipt", "assigned", "redirected", "resolved")
+MessageKind = Literal["receipt", "attached", "assigned", "redirected", "resolved"]
+KINDS: tuple[str, ...] = ("receipt", "attached", "assigned", "redirected", "resolved")
 CHANNELS: tuple[str, ...] = ("email", "sms")
-_TEMPLATE_KEY = re.compile(r"^([a-z]{2})/(receipt|assigned|redirected|resolved)\.(email|sms)$")
+_TEMPLATE_KEY = re.compile(
+    r"^([a-z]{2})/(receipt|attached|assigned|redirected|resolved)\.(email|sms)$"
+)
 
 
 class Settings(BaseModel):
@@ -144,8 +148,11 @@ def compose_notifications(
         return []
     templates = Templates(plugin_settings, settings.config_dir)
     facts = _facts(ticket, event, commune, plugin_settings)
+    contacts = ticket.reporters
+    if kind == "attached":
+        contacts = _newcomer(ticket, event)
     messages = []
-    for channel, recipient, contact in _recipients(ticket.reporters):
+    for channel, recipient, contact in _recipients(contacts):
         language = _language(contact.language, commune)
         subject, body = templates.render(kind, channel, language, {**facts, "name": contact.name})
         messages.append(
@@ -166,11 +173,27 @@ def message_kind(event: HistoryEvent) -> str | None:
         return "receipt"
     if event.action == "redirected":  # routed outside when the ticket was opened
         return "redirected"
+    if event.action == "report_attached":
+        return "attached"
     if event.action != "status_changed":
         return None  # "assigned" is followed by a status change when it matters
     status = event.changes.get("status")
     new_status = status[1] if isinstance(status, list | tuple) and len(status) == 2 else None
     return new_status if new_status in ("assigned", "redirected", "resolved") else None
+
+
+def _newcomer(ticket: TicketSnapshot, event: HistoryEvent) -> tuple[ReporterContact, ...]:
+    """The resident whose report just joined ``ticket``.
+
+    Contacts are in the order reports came in, but reports without any contact
+    are left out of them: the newest contact is the newcomer only when every
+    report has one. Otherwise nobody is told rather than the wrong person.
+    """
+    counts = event.changes.get("reports")
+    total = counts[-1] if isinstance(counts, list | tuple) and counts else None
+    if ticket.reporters and total == len(ticket.reporters):
+        return ticket.reporters[-1:]
+    return ()
 
 
 def _recipients(

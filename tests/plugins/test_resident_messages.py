@@ -286,3 +286,29 @@ def test_config_check_names_a_broken_template(vigie_config_dir):
     assert 'royat does not speak "de"' in text
     assert "communes/beaumont.toml: plugins.resident_messages.templates" in text
     assert "name it <language>/<message>.<channel>" in text
+
+
+def test_a_further_report_is_told_which_ticket_it_joined(create, queued, vigie_runtime):
+    from core.matching import attach_report
+    from core.signals import Report, Reporter
+
+    ticket = create(ELODIE)
+
+    def attach(reporter: Reporter) -> None:
+        report = Report(
+            commune="clermont-ferrand", category="voirie", description="Toujours ce trou",
+            channel="web", reporter=reporter, answers={"nature": "trou", "danger": False},
+        )
+        with vigie_runtime.sessions() as session:
+            attach_report(
+                vigie_runtime, session, session.get(Ticket, ticket["id"]), report, "staff:test"
+            )
+            session.commit()
+
+    attach(Reporter(email="marc@example.org", notify_by="email", language="en"))
+    receipt, attached = queued(ticket)
+    assert (receipt.recipient, attached.recipient) == ("elodie@example.org", "marc@example.org")
+    assert attached.subject == f"Your report joins case {ticket['reference']}"
+    assert f"{PUBLIC_URL}/track/{ticket['reference']}" in attached.body
+    attach(Reporter())  # anonymous: nobody to tell, and Élodie is not told twice
+    assert len(queued(ticket)) == 2
