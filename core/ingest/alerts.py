@@ -52,7 +52,9 @@ from core.signals import Alert, DeviceInfo
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_EVENTS_KEY = "vigie_after_commit"  # where core.events holds the after-commit calls
+# Where core.events holds a session's after-commit calls: a savepoint rolled
+# back must drop the calls made inside it.
+_EVENTS_KEY = events._KEY
 
 
 @dataclass
@@ -69,6 +71,8 @@ class IncomingAlert:
 
 
 class AlertDesk:
+    """One batch's alerts, in one session; :meth:`finish` before the commit."""
+
     def __init__(
         self,
         runtime: Runtime,
