@@ -130,6 +130,29 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "receipt.track": "Suivre ce signalement",
         "receipt.another": "Signaler un autre problème",
+        "receipt.followed_title": "Merci, votre signalement est ajouté au signalement existant",
+        "receipt.followed": (
+            "Ce problème avait déjà été signalé : votre signalement y a été rattaché. "
+            "Suivez son traitement avec cette référence."
+        ),
+        "follow.title": "Ce problème a peut-être déjà été signalé",
+        "follow.intro": (
+            "Des signalements en cours de traitement concernent le même type de problème "
+            "tout près. S'il s'agit du même, suivez-le : votre signalement y sera ajouté "
+            "et vous serez prévenu comme les autres."
+        ),
+        "follow.where": "Où",
+        "follow.distance": "À environ {metres} m",
+        "follow.same_asset": "Sur le même équipement",
+        "follow.nearby": "Tout près",
+        "follow.this": "Déjà signalé : suivre ce signalement",
+        "follow.new_title": "Ce n'est pas le même problème ?",
+        "follow.new_help": "Votre signalement sera enregistré séparément.",
+        "follow.new": "Envoyer un nouveau signalement",
+        "follow.gone": (
+            "Le signalement choisi vient d'être clos. Choisissez-en un autre "
+            "ou envoyez un nouveau signalement."
+        ),
         "track.lookup_title": "Suivre un signalement",
         "track.lookup_label": "Référence du signalement",
         "track.lookup_help": "Elle figure sur l'accusé de réception, par exemple CLF-2026-000123.",
@@ -157,6 +180,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "event.commented": "Message de la mairie",
         "event.duplicate_of": "Rattaché au signalement {reference}, qui concerne le même problème",
         "event.duplicates": "Un autre signalement du même problème y a été rattaché",
+        "event.report_attached": "Un autre signalement du même problème a été reçu",
         "event.other": "Mise à jour",
         "status.new": "Reçu",
         "status.acknowledged": "Pris en compte",
@@ -294,6 +318,28 @@ MESSAGES: dict[str, dict[str, str]] = {
         "receipt.keep": "Keep this reference: it lets you follow what happens to your report.",
         "receipt.track": "Track this report",
         "receipt.another": "Report another problem",
+        "receipt.followed_title": "Thank you, your report was added to the existing one",
+        "receipt.followed": (
+            "This problem had already been reported: your report was added to it. "
+            "Follow its progress with this reference."
+        ),
+        "follow.title": "This problem may already have been reported",
+        "follow.intro": (
+            "Reports being dealt with are about the same kind of problem close by. "
+            "If it is the same one, follow it: your report is added to it and you "
+            "will hear back like the others."
+        ),
+        "follow.where": "Where",
+        "follow.distance": "About {metres} m away",
+        "follow.same_asset": "On the same equipment",
+        "follow.nearby": "Close by",
+        "follow.this": "Already reported: follow it",
+        "follow.new_title": "Not the same problem?",
+        "follow.new_help": "Your report will be recorded on its own.",
+        "follow.new": "Send a new report",
+        "follow.gone": (
+            "The report you chose has just been closed. Choose another one or send a new report."
+        ),
         "track.lookup_title": "Track a report",
         "track.lookup_label": "Report reference",
         "track.lookup_help": "It is on your receipt, e.g. CLF-2026-000123.",
@@ -319,6 +365,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "event.commented": "Message from the town hall",
         "event.duplicate_of": "Joined to report {reference}, about the same problem",
         "event.duplicates": "Another report of the same problem was joined to it",
+        "event.report_attached": "Another report of the same problem was received",
         "event.other": "Update",
         "status.new": "Received",
         "status.acknowledged": "Acknowledged",

@@ -8,6 +8,10 @@ everything, stores nothing when something is wrong (the form comes back with
 each message by its field), else stores the report and sends the browser to
 ``/receipt/{reference}``. ``/track/{reference}`` shows the status and the
 public history.
+
+When open tickets of the same category are near (or a sensor ticket on the
+equipment there), ``POST /reports`` first shows them: the resident follows one
+(the report joins it, the receipt gives its reference) or reports anyway.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
+from connectors.webform.following import FOLLOW, NEW, PendingPhotos, offers_shown
 from connectors.webform.forms import (
     FormValues,
     check_submission,
@@ -34,15 +39,16 @@ from connectors.webform.forms import (
 from connectors.webform.i18n import translator
 from connectors.webform.pages import STYLESHEET, Pages, question_fields, request_language
 from connectors.webform.photos import Photo, PhotoRefused, clean_photo
-from connectors.webform.tokens import FormTokens, load_key
+from connectors.webform.tokens import MAX_AGE_SECONDS, FormTokens, load_key
 from connectors.webform.tracking import public_ticket
 from core.api.deps import RuntimeDep, SessionDep
 from core.attachments import MAX_ATTACHMENT_BYTES, store_attachment
 from core.config import Category, Commune
-from core.db.models import Ticket
-from core.errors import InvalidInput
+from core.db.models import SignalRecord, Ticket
+from core.errors import Conflict, InvalidInput
 from core.history import history_of
 from core.intake import accept_signal
+from core.matching import attach_report, similar_open_tickets
 from core.references import REFERENCE_PATTERN
 from core.runtime import Runtime
 from core.settings import Settings
@@ -139,6 +145,7 @@ def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["web form"], include_in_schema=False)
     pages = Pages(settings.area_name or "")
     tokens = FormTokens(load_key(settings.data_dir))
+    pending_photos = PendingPhotos(settings.data_dir, MAX_AGE_SECONDS)
 
     def error_page(
         request: Request, language: str, status_code: int, kind: str, **values: object
@@ -190,6 +197,27 @@ def build_router(settings: Settings) -> APIRouter:
             problems=problems,
             token=token,
             single_commune=len(served_communes(request.app.state.runtime)) == 1,
+        )
+
+    def follow_page(
+        request: Request,
+        language: str,
+        commune: Commune,
+        category: Category,
+        values: FormValues,
+        offers: list,
+        problems: dict[str, str],
+    ) -> Response:
+        hidden = [(name, items) for name, items in values.items() if name not in (FOLLOW, "photo")]
+        return pages.render(
+            request,
+            "already_reported.html",
+            language,
+            commune=commune,
+            category=category,
+            offers=offers_shown(offers, commune, language),
+            hidden=hidden,
+            problems=problems,
         )
 
     @router.get("/static/webform/webform.css")
@@ -297,14 +325,43 @@ def build_router(settings: Settings) -> APIRouter:
                 photo = clean_photo(photo_data)
             except PhotoRefused as refused:
                 problems["photo"] = _(refused.reason)
+        elif nonce:
+            # Sent again from the "already reported" page: the photo sent first.
+            photo = pending_photos.take(nonce)
         checked = check_submission(
             commune, category, values, photo, language, nonce or "", _, problems
         )
         if checked.report is None:
             return details_page(request, language, commune, category, values, problems, token)
+        report = checked.report
+        choice = first(values, FOLLOW)
         with runtime.sessions() as session:
+            done = session.scalar(
+                select(SignalRecord).where(SignalRecord.idempotency_key == report.idempotency_key)
+            )
+            if done is not None and done.ticket is not None:  # sent twice: one report
+                followed = done.ticket.signals[0].id != done.id
+                return receipt_redirect(done.ticket.reference, language, followed)
+            offers = []
+            if choice != NEW:
+                offers = similar_open_tickets(session, commune, category.code, report.location)
+            chosen = next((o.ticket for o in offers if o.ticket.reference == choice), None)
+            if offers and chosen is None:
+                if choice:  # the ticket chosen was closed meanwhile
+                    problems["form"] = _("follow.gone")
+                if photo is not None and nonce:
+                    pending_photos.keep(nonce, photo)
+                return follow_page(request, language, commune, category, values, offers, problems)
             try:
-                result = accept_signal(runtime, session, checked.report, ACTOR)
+                if chosen is not None:
+                    result = attach_report(runtime, session, chosen, report, ACTOR)
+                else:
+                    result = accept_signal(runtime, session, report, ACTOR)
+            except Conflict:
+                session.rollback()
+                problems["form"] = _("follow.gone")
+                offers = similar_open_tickets(session, commune, category.code, report.location)
+                return follow_page(request, language, commune, category, values, offers, problems)
             except InvalidInput as exc:
                 session.rollback()
                 # The form checks what intake checks; this is a plugin's stricter rule.
@@ -322,7 +379,15 @@ def build_router(settings: Settings) -> APIRouter:
                 )
             session.commit()
             reference = ticket.reference
-        return RedirectResponse(f"/receipt/{quote(reference)}?lang={language}", status_code=303)
+        if nonce:
+            pending_photos.discard(nonce)
+        return receipt_redirect(reference, language, followed=chosen is not None)
+
+    def receipt_redirect(reference: str, language: str, followed: bool = False) -> Response:
+        extra = "&followed=1" if followed else ""
+        return RedirectResponse(
+            f"/receipt/{quote(reference)}?lang={language}{extra}", status_code=303
+        )
 
     @router.get("/receipt/{reference}")
     def receipt(
@@ -341,6 +406,7 @@ def build_router(settings: Settings) -> APIRouter:
             reference=ticket.reference,
             commune=commune,
             category_name=category.name if category else ticket.category,
+            followed=request.query_params.get("followed") == "1",
         )
 
     @router.get("/track")

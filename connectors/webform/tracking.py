@@ -82,6 +82,8 @@ def describe_event(event: TicketEvent, commune: Commune, language: str, zone: Zo
         return _("event.priority_changed")
     if action == "commented":
         return _("event.commented")
+    if action == "report_attached":
+        return _("event.report_attached")
     if action == "linked":
         original = _new_value(changes, "duplicate_of")
         if original:
