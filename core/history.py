@@ -20,7 +20,9 @@ def record(
     comment: str | None = None,
     public: bool = True,
 ) -> TicketEvent:
-    """Add one history event to ``ticket`` (flushed with the caller's transaction)."""
+    """Add one history event to ``ticket`` (written with the caller's transaction).
+
+    ``ticket`` must have been flushed (it has an id)."""
     event = TicketEvent(
         ticket_id=ticket.id,
         at=utcnow(),
@@ -30,8 +32,8 @@ def record(
         comment=comment,
         public=public,
     )
+    # No flush: events go to the database with the rest of the unit of work.
     session.add(event)
-    session.flush()
     return event
 
 

@@ -67,7 +67,6 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
         return IntakeResult(record, None, created=False)
     ticket = open_ticket(runtime, session, draft, commune, actor, drafted_by=drafted_by)
     record.ticket = ticket  # back-populates ticket.signals
-    session.flush()
     notify.queue_for_new_ticket(runtime, session, ticket)
     events.after_commit(session, "ticket_created", ticket=ticket.snapshot(), commune=commune)
     return IntakeResult(record, ticket, created=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -21,9 +21,19 @@ def format_reference(prefix: str, year: int, number: int) -> str:
 def next_number(session: Session, commune: str, year: int) -> int:
     """Take the next number for (commune, year); safe under concurrent writers.
 
-    The row is created if missing (ON CONFLICT DO NOTHING), then incremented
-    with an UPDATE that holds the row lock until the caller's commit.
+    One ``UPDATE ... RETURNING`` in the common case; it holds the row lock
+    until the caller's commit. The year's first ticket creates the row
+    (``ON CONFLICT DO NOTHING`` lets a concurrent creator win) and retries.
     """
+    increment = (
+        update(ReferenceCounter)
+        .where(ReferenceCounter.commune == commune, ReferenceCounter.year == year)
+        .values(last_number=ReferenceCounter.last_number + 1)
+        .returning(ReferenceCounter.last_number)
+    )
+    number = session.execute(increment).scalar()
+    if number is not None:
+        return number
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(
@@ -31,13 +41,4 @@ def next_number(session: Session, commune: str, year: int) -> int:
         .values(commune=commune, year=year, last_number=0)
         .on_conflict_do_nothing()
     )
-    session.execute(
-        update(ReferenceCounter)
-        .where(ReferenceCounter.commune == commune, ReferenceCounter.year == year)
-        .values(last_number=ReferenceCounter.last_number + 1)
-    )
-    return session.scalar(
-        select(ReferenceCounter.last_number).where(
-            ReferenceCounter.commune == commune, ReferenceCounter.year == year
-        )
-    )
+    return session.execute(increment).scalar_one()
