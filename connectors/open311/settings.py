@@ -6,15 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.ratelimit import RateLimit
+
+__all__ = ["RateLimit", "Settings"]
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-class RateLimit(BaseModel):
-    """A token bucket: ``burst`` calls at once, refilled at ``per_minute``."""
-
-    model_config = _STRICT
-    per_minute: float = Field(gt=0)
-    burst: int = Field(ge=1)
 
 
 class Settings(BaseModel):

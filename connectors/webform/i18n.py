@@ -207,6 +207,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "page.bad_request_title": "Envoi illisible",
         "page.bad_request": "Le formulaire reçu est incomplet ou illisible. Réessayez.",
+        "page.too_many_title": "Trop de demandes",
+        "page.too_many": (
+            "Trop de demandes sont venues de votre adresse en peu de temps. "
+            "Réessayez dans {seconds} secondes."
+        ),
+        "page.too_many_sent_title": "Trop d'envois",
+        "page.too_many_sent": (
+            "Trop de formulaires sont venus de votre adresse en peu de temps : celui-ci "
+            "n'a pas été enregistré. Revenez en arrière et envoyez-le de nouveau "
+            "dans {seconds} secondes."
+        ),
         "page.back": "Revenir au formulaire",
         "datetime": "{day:02d}/{month:02d}/{year} à {hour:02d}h{minute:02d}",
     },
@@ -391,6 +402,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "page.bad_request_title": "Unreadable form",
         "page.bad_request": "The form received is incomplete or unreadable. Please try again.",
+        "page.too_many_title": "Too many requests",
+        "page.too_many": (
+            "Too many requests came from your address in a short time. "
+            "Try again in {seconds} seconds."
+        ),
+        "page.too_many_sent_title": "Too many forms sent",
+        "page.too_many_sent": (
+            "Too many forms came from your address in a short time: this one was not "
+            "recorded. Go back and send it again in {seconds} seconds."
+        ),
         "page.back": "Back to the form",
         "datetime": "{day} {month_name} {year}, {hour:02d}:{minute:02d}",
     },

@@ -49,6 +49,7 @@ from core.errors import Conflict, InvalidInput
 from core.history import history_of
 from core.intake import accept_signal
 from core.matching import attach_report, similar_open_tickets
+from core.ratelimit import RateLimit, TokenBuckets, client_address, retry_after
 from core.references import REFERENCE_PATTERN
 from core.runtime import Runtime
 from core.settings import Settings
@@ -61,6 +62,11 @@ ACTOR = f"plugin:{PLUGIN}"
 MAX_BODY_BYTES = MAX_ATTACHMENT_BYTES + 1024 * 1024
 # The three steps of GET /.
 STEPS = 3
+# Per client address and process: sending forms (a resident sends two or three
+# for one report: errors, "already reported"), and reading receipts and
+# tracking pages (references follow each other: this slows their enumeration).
+SUBMIT_LIMIT = RateLimit(per_minute=20, burst=10)
+LOOKUP_LIMIT = RateLimit(per_minute=60, burst=30)
 
 
 class BodyTooLarge(Exception):
@@ -141,8 +147,13 @@ def find_public_ticket(session: Session, runtime: Runtime, reference: str) -> Ti
     return ticket
 
 
-def build_router(settings: Settings) -> APIRouter:
+def build_router(
+    settings: Settings,
+    submit_limit: RateLimit = SUBMIT_LIMIT,
+    lookup_limit: RateLimit = LOOKUP_LIMIT,
+) -> APIRouter:
     router = APIRouter(tags=["web form"], include_in_schema=False)
+    buckets = TokenBuckets()
     pages = Pages(settings.area_name or "")
     tokens = FormTokens(load_key(settings.data_dir))
     pending_photos = PendingPhotos(settings.data_dir, MAX_AGE_SECONDS)
@@ -159,6 +170,17 @@ def build_router(settings: Settings) -> APIRouter:
             title=_(f"page.{kind}_title"),
             message=_(f"page.{kind}", **values),
         )
+
+    def too_many(request: Request, language: str, kind: str, rule: RateLimit) -> Response | None:
+        """The 429 page when this address has no token left for ``kind``, else None."""
+        wait = buckets.take((kind, client_address(request)), rule)
+        if wait <= 0:
+            return None
+        seconds = retry_after(wait)
+        page = "too_many_sent" if kind == "submit" else "too_many"
+        response = error_page(request, language, 429, page, seconds=seconds)
+        response.headers["Retry-After"] = str(seconds)
+        return response
 
     def not_found(request: Request, language: str, reference: str | None = None) -> Response:
         _ = translator(language)
@@ -285,6 +307,10 @@ def build_router(settings: Settings) -> APIRouter:
     @router.post("/reports")
     async def submit(request: Request, runtime: RuntimeDep) -> Response:
         language = request_language(request)
+        # Refused before the body is read: nothing of it is kept.
+        refused = too_many(request, language, "submit", submit_limit)
+        if refused is not None:
+            return refused
         if not is_same_origin(request):
             return error_page(request, language, 403, "forbidden")
         try:
@@ -394,6 +420,9 @@ def build_router(settings: Settings) -> APIRouter:
         reference: str, request: Request, runtime: RuntimeDep, session: SessionDep
     ) -> Response:
         language = request_language(request)
+        refused = too_many(request, language, "lookup", lookup_limit)
+        if refused is not None:
+            return refused
         ticket = find_public_ticket(session, runtime, reference)
         if ticket is None:
             return not_found(request, language, reference)
@@ -422,6 +451,9 @@ def build_router(settings: Settings) -> APIRouter:
         reference: str, request: Request, runtime: RuntimeDep, session: SessionDep
     ) -> Response:
         language = request_language(request)
+        refused = too_many(request, language, "lookup", lookup_limit)
+        if refused is not None:
+            return refused
         ticket = find_public_ticket(session, runtime, reference)
         if ticket is None:
             return not_found(request, language, reference)
