@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "connectors.webform",
     "connectors.open311",
     "connectors.email",
+    "connectors.sms",
 )
 
 # Plugins that run for every commune whether or not its file names them.
