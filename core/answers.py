@@ -70,13 +70,18 @@ def validate_answers(category: Category, answers: dict[str, Any], prefix: str = 
         if category.question(code) is None:
             known = ", ".join(q.code for q in category.questions) or "none"
             problems.append(
-                FieldProblem(f"{prefix}.{code}", f"not a question of {category.code} (its questions: {known})")
+                FieldProblem(
+                    f"{prefix}.{code}",
+                    f"not a question of {category.code} (its questions: {known})",
+                )
             )
     for question in category.questions:
         value = answers.get(question.code)
         if value is None or (isinstance(value, str) and not value.strip()) or value == []:
             if question.required:
-                problems.append(FieldProblem(f"{prefix}.{question.code}", f"required: {question.label}"))
+                problems.append(
+                    FieldProblem(f"{prefix}.{question.code}", f"required: {question.label}")
+                )
             continue
         try:
             cleaned[question.code] = _coerce(question, value)

@@ -40,7 +40,16 @@ P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.AGENT: frozenset({P.READ, P.CREATE, P.COMMENT, P.CHANGE_STATUS, P.READ_PERSONAL_DATA}),
     Role.SUPERVISOR: frozenset(
-        {P.READ, P.CREATE, P.COMMENT, P.CHANGE_STATUS, P.ASSIGN, P.PRIORITISE, P.LINK, P.READ_PERSONAL_DATA}
+        {
+            P.READ,
+            P.CREATE,
+            P.COMMENT,
+            P.CHANGE_STATUS,
+            P.ASSIGN,
+            P.PRIORITISE,
+            P.LINK,
+            P.READ_PERSONAL_DATA,
+        }
     ),
     Role.ADMIN: frozenset(Permission),
     Role.INTEGRATION: frozenset({P.READ, P.CREATE, P.COMMENT}),
@@ -77,7 +86,9 @@ def create_token(
     try:
         role_value = Role(role)
     except ValueError:
-        raise InvalidInput.one("role", f"must be one of {', '.join(r.value for r in Role)}") from None
+        raise InvalidInput.one(
+            "role", f"must be one of {', '.join(r.value for r in Role)}"
+        ) from None
     if not communes:
         raise InvalidInput.one("commune", "give at least one commune slug, or 'all'")
     if "all" in communes or ALL_COMMUNES in communes:
@@ -105,7 +116,9 @@ def create_token(
 
 def authenticate(session: Session, plaintext: str) -> Actor | None:
     row = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == _hash(plaintext), ApiToken.revoked_at.is_(None))
+        select(ApiToken).where(
+            ApiToken.token_hash == _hash(plaintext), ApiToken.revoked_at.is_(None)
+        )
     )
     if row is None:
         return None
@@ -114,7 +127,9 @@ def authenticate(session: Session, plaintext: str) -> Actor | None:
 
 
 def revoke_token(session: Session, prefix: str) -> int:
-    rows = session.scalars(select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None)))
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))
+    )
     count = 0
     for row in rows:
         row.revoked_at = utcnow()

@@ -21,38 +21,111 @@ from core.signals import Location, Report, Reporter
 from core.workflow import Status
 
 STREETS = (
-    "rue Blatin", "avenue des États-Unis", "boulevard Léon Malfreyt", "rue du Port", "place de Jaude",
-    "rue Ballainvilliers", "avenue Julien", "rue Fontgiève", "boulevard Lafayette", "rue Montlosier",
-    "avenue de Royat", "rue de l'Oradou", "avenue du Mont-Dore", "rue Gambetta", "place Delille",
-    "rue des Gras", "avenue Édouard Michelin", "rue Pasteur", "chemin des Vignes", "rue de la Treille",
+    "rue Blatin",
+    "avenue des États-Unis",
+    "boulevard Léon Malfreyt",
+    "rue du Port",
+    "place de Jaude",
+    "rue Ballainvilliers",
+    "avenue Julien",
+    "rue Fontgiève",
+    "boulevard Lafayette",
+    "rue Montlosier",
+    "avenue de Royat",
+    "rue de l'Oradou",
+    "avenue du Mont-Dore",
+    "rue Gambetta",
+    "place Delille",
+    "rue des Gras",
+    "avenue Édouard Michelin",
+    "rue Pasteur",
+    "chemin des Vignes",
+    "rue de la Treille",
 )
 
 DESCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "proprete": ("Dépôt de sacs poubelle sur le trottoir", "Tags sur le mur de l'école",
-                 "Verre cassé devant l'arrêt de bus", "Corbeille de rue pleine depuis trois jours"),
-    "encombrants": ("Canapé abandonné devant l'immeuble", "Matelas et sommier déposés au pied du container",
-                    "Réfrigérateur laissé sur le trottoir"),
-    "espaces-verts": ("Branche tombée sur l'allée du parc", "Haie qui déborde sur le trottoir",
-                      "Arrosage automatique qui fuit", "Arbre penché après le coup de vent"),
-    "voirie": ("Nid-de-poule profond sur la chaussée", "Pavés descellés sur le trottoir",
-               "Affaissement de la chaussée près du regard", "Bordure de trottoir cassée"),
-    "travaux": ("Barrières de chantier renversées", "Tranchée mal rebouchée après travaux",
-                "Chantier bruyant la nuit"),
-    "eau-assainissement": ("Bouche d'égout bouchée, l'eau stagne", "Fuite d'eau sur la chaussée",
-                           "Odeur d'égout persistante", "Grille d'avaloir manquante"),
-    "eclairage": ("Lampadaire éteint devant le n°12", "Trois lampadaires éteints dans la rue",
-                  "Éclairage allumé en plein jour", "Candélabre penché après un choc"),
-    "signalisation": ("Panneau stop arraché", "Feu tricolore en panne au carrefour",
-                      "Marquage du passage piéton effacé"),
-    "incivilites": ("Dépôt sauvage de gravats", "Affichage sauvage sur le mobilier urbain",
-                    "Déjections canines devant l'école"),
-    "stationnement": ("Voiture garée sur le trottoir devant la crèche", "Véhicule ventouse depuis trois semaines",
-                      "Stationnement sur la place handicapée"),
+    "proprete": (
+        "Dépôt de sacs poubelle sur le trottoir",
+        "Tags sur le mur de l'école",
+        "Verre cassé devant l'arrêt de bus",
+        "Corbeille de rue pleine depuis trois jours",
+    ),
+    "encombrants": (
+        "Canapé abandonné devant l'immeuble",
+        "Matelas et sommier déposés au pied du container",
+        "Réfrigérateur laissé sur le trottoir",
+    ),
+    "espaces-verts": (
+        "Branche tombée sur l'allée du parc",
+        "Haie qui déborde sur le trottoir",
+        "Arrosage automatique qui fuit",
+        "Arbre penché après le coup de vent",
+    ),
+    "voirie": (
+        "Nid-de-poule profond sur la chaussée",
+        "Pavés descellés sur le trottoir",
+        "Affaissement de la chaussée près du regard",
+        "Bordure de trottoir cassée",
+    ),
+    "travaux": (
+        "Barrières de chantier renversées",
+        "Tranchée mal rebouchée après travaux",
+        "Chantier bruyant la nuit",
+    ),
+    "eau-assainissement": (
+        "Bouche d'égout bouchée, l'eau stagne",
+        "Fuite d'eau sur la chaussée",
+        "Odeur d'égout persistante",
+        "Grille d'avaloir manquante",
+    ),
+    "eclairage": (
+        "Lampadaire éteint devant le n°12",
+        "Trois lampadaires éteints dans la rue",
+        "Éclairage allumé en plein jour",
+        "Candélabre penché après un choc",
+    ),
+    "signalisation": (
+        "Panneau stop arraché",
+        "Feu tricolore en panne au carrefour",
+        "Marquage du passage piéton effacé",
+    ),
+    "incivilites": (
+        "Dépôt sauvage de gravats",
+        "Affichage sauvage sur le mobilier urbain",
+        "Déjections canines devant l'école",
+    ),
+    "stationnement": (
+        "Voiture garée sur le trottoir devant la crèche",
+        "Véhicule ventouse depuis trois semaines",
+        "Stationnement sur la place handicapée",
+    ),
     "autre": ("Banc public cassé", "Fontaine à eau hors service", "Nid de frelons dans l'abri-bus"),
 }
 
-FIRST_NAMES = ("Claire", "Mathieu", "Sophie", "Karim", "Élodie", "Jean", "Nadia", "Pierre", "Lucie", "Hugo")
-LAST_NAMES = ("Martin", "Bernard", "Dubois", "Moreau", "Laurent", "Roux", "Fournier", "Girard", "Bonnet", "Mercier")
+FIRST_NAMES = (
+    "Claire",
+    "Mathieu",
+    "Sophie",
+    "Karim",
+    "Élodie",
+    "Jean",
+    "Nadia",
+    "Pierre",
+    "Lucie",
+    "Hugo",
+)
+LAST_NAMES = (
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Moreau",
+    "Laurent",
+    "Roux",
+    "Fournier",
+    "Girard",
+    "Bonnet",
+    "Mercier",
+)
 CHANNELS = (("phone", 45), ("web", 22), ("app", 15), ("counter", 6), ("sms", 6), ("email", 6))
 
 
@@ -72,7 +145,9 @@ def _answers_for(category, rng: random.Random) -> dict:
         elif question.type == "multichoice":
             answers[question.code] = [rng.choice(question.choices).key]
         elif question.type == "date":
-            answers[question.code] = (utcnow().date() - timedelta(days=rng.randint(0, 5))).isoformat()
+            answers[question.code] = (
+                utcnow().date() - timedelta(days=rng.randint(0, 5))
+            ).isoformat()
         else:
             answers[question.code] = "Voir description"
     return answers
@@ -89,7 +164,9 @@ def load_demo_tickets(runtime: Runtime, count: int, seed: int = 2026) -> int:
     created = 0
     with runtime.sessions() as session:
         for index in range(count):
-            commune = communes[0] if index % 2 == 0 else rng.choice(communes)  # the city gets most calls
+            commune = (
+                communes[0] if index % 2 == 0 else rng.choice(communes)
+            )  # the city gets most calls
             usable = [c for c in commune.categories if c.public]
             if not usable:
                 continue
@@ -111,7 +188,9 @@ def load_demo_tickets(runtime: Runtime, count: int, seed: int = 2026) -> int:
                 ),
                 reporter=Reporter(
                     name=f"{first} {last}",
-                    email=f"{first.lower()}.{last.lower()}@example.org".replace("é", "e").replace("É", "e"),
+                    email=f"{first.lower()}.{last.lower()}@example.org".replace("é", "e").replace(
+                        "É", "e"
+                    ),
                     phone=f"06{rng.randint(10000000, 99999999)}",
                     notify_by=wants,
                 ),

@@ -21,7 +21,9 @@ from core.signals import Notification
 log = logging.getLogger(__name__)
 
 
-def queue(session: Session, notification: Notification, ticket_id: int | None = None) -> OutboxMessage:
+def queue(
+    session: Session, notification: Notification, ticket_id: int | None = None
+) -> OutboxMessage:
     message = OutboxMessage(
         ticket_id=ticket_id,
         commune=notification.commune,
@@ -38,8 +40,12 @@ def queue(session: Session, notification: Notification, ticket_id: int | None = 
 
 def _notification(message: OutboxMessage, reference: str | None) -> Notification:
     return Notification(
-        channel=message.channel, recipient=message.recipient, subject=message.subject,
-        body=message.body, commune=message.commune, ticket_reference=reference,
+        channel=message.channel,
+        recipient=message.recipient,
+        subject=message.subject,
+        body=message.body,
+        commune=message.commune,
+        ticket_reference=reference,
         language=message.language,
     )
 
@@ -83,7 +89,12 @@ def deliver_due(runtime: Runtime, now: datetime | None = None, limit: int = 50) 
             message.last_error = error or f"no plugin of {message.commune} sends {message.channel}"
             if message.attempts >= runtime.settings.outbox.max_attempts:
                 message.status = "failed"
-                log.error("giving up on message %s to %s: %s", message.id, message.channel, message.last_error)
+                log.error(
+                    "giving up on message %s to %s: %s",
+                    message.id,
+                    message.channel,
+                    message.last_error,
+                )
             else:
                 delay = runtime.settings.outbox.retry_base_seconds * 2 ** (message.attempts - 1)
                 message.next_attempt_at = now + timedelta(seconds=delay)

@@ -131,7 +131,8 @@ class Settings(BaseSettings):
         # Any web page could then drive the staff API with a stolen token.
         if "*" in self.api.cors_origins and not self.demo:
             raise ValueError(
-                "api.cors_origins: '*' is allowed only with VIGIE_DEMO=1; list the staff app's origins"
+                "api.cors_origins: '*' is allowed only with VIGIE_DEMO=1; "
+                "list the staff app's origins"
             )
         return self
 

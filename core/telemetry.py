@@ -20,6 +20,8 @@ def store_readings(runtime: Runtime, readings: Iterable[Reading]) -> int:
         commune = runtime.area.commune(slug)
         if commune is None:
             continue
-        runtime.pm.call_all("store_telemetry", readings=batch, commune=commune, settings=runtime.settings)
+        runtime.pm.call_all(
+            "store_telemetry", readings=batch, commune=commune, settings=runtime.settings
+        )
         handed += len(batch)
     return handed

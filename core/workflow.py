@@ -27,7 +27,13 @@ class Status(StrEnum):
 _ENDINGS = (Status.REJECTED, Status.DUPLICATE, Status.REDIRECTED)
 
 TRANSITIONS: dict[Status, tuple[Status, ...]] = {
-    Status.NEW: (Status.ACKNOWLEDGED, Status.ASSIGNED, Status.IN_PROGRESS, Status.RESOLVED, *_ENDINGS),
+    Status.NEW: (
+        Status.ACKNOWLEDGED,
+        Status.ASSIGNED,
+        Status.IN_PROGRESS,
+        Status.RESOLVED,
+        *_ENDINGS,
+    ),
     Status.ACKNOWLEDGED: (Status.ASSIGNED, Status.IN_PROGRESS, Status.RESOLVED, *_ENDINGS),
     Status.ASSIGNED: (Status.IN_PROGRESS, Status.RESOLVED, Status.ACKNOWLEDGED, *_ENDINGS),
     Status.IN_PROGRESS: (Status.RESOLVED, Status.ASSIGNED, *_ENDINGS),

@@ -38,7 +38,10 @@ def check_commune(commune: Commune) -> list[str]:
     teams = ", ".join(t.code for t in commune.teams) or "none"
     problems = []
     if settings.default_team and commune.team(settings.default_team) is None:
-        problems.append(f'default_team "{settings.default_team}" is not a team of {commune.slug} (teams: {teams})')
+        problems.append(
+            f'default_team "{settings.default_team}" is not a team of {commune.slug} '
+            f"(teams: {teams})"
+        )
     for code in settings.redirects:
         if commune.category(code) is None:
             problems.append(f'redirects.{code}: "{code}" is not a category of {commune.slug}')

@@ -16,7 +16,8 @@ PriorityName = Literal["low", "normal", "high", "urgent"]
 def _field_error(field: str, reason: str) -> ValidationError:
     """A validation error located at ``field`` (a model validator's own errors have no field)."""
     return ValidationError.from_exception_data(
-        "fields", [{"type": "value_error", "loc": (field,), "input": None, "ctx": {"error": reason}}]
+        "fields",
+        [{"type": "value_error", "loc": (field,), "input": None, "ctx": {"error": reason}}],
     )
 
 
@@ -46,7 +47,9 @@ class TicketIn(BaseModel):
     commune: str
     category: str
     description: str = Field(min_length=3, max_length=5000)
-    channel: Literal["phone", "counter", "email", "web", "app", "sms", "mail", "social", "staff"] = "phone"
+    channel: Literal[
+        "phone", "counter", "email", "web", "app", "sms", "mail", "social", "staff"
+    ] = "phone"
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     address: str | None = Field(default=None, max_length=300)
@@ -121,8 +124,12 @@ class HistoryEventOut(BaseModel):
     @classmethod
     def of(cls, event: TicketEvent) -> HistoryEventOut:
         return cls(
-            at=event.at, actor=event.actor, action=event.action,
-            changes=event.changes or {}, comment=event.comment, public=event.public,
+            at=event.at,
+            actor=event.actor,
+            action=event.action,
+            changes=event.changes or {},
+            comment=event.comment,
+            public=event.public,
         )
 
 
@@ -150,10 +157,16 @@ class AlertOut(BaseModel):
     @classmethod
     def of(cls, record: SignalRecord) -> AlertOut:
         return cls(
-            id=record.id, device_id=record.device_id, device_kind=record.device_kind,
-            condition=record.condition, severity=record.severity, asset=record.asset,
-            occurrences=record.occurrences, first_seen_at=record.first_seen_at,
-            last_seen_at=record.last_seen_at, recovered_at=record.recovered_at,
+            id=record.id,
+            device_id=record.device_id,
+            device_kind=record.device_kind,
+            condition=record.condition,
+            severity=record.severity,
+            asset=record.asset,
+            occurrences=record.occurrences,
+            first_seen_at=record.first_seen_at,
+            last_seen_at=record.last_seen_at,
+            recovered_at=record.recovered_at,
             details=record.details or {},
         )
 
@@ -198,14 +211,27 @@ class TicketOut(BaseModel):
         if first_report is not None and actor.can(Permission.READ_PERSONAL_DATA):
             reporter = _reporter(first_report)
         return cls(
-            id=ticket.id, reference=ticket.reference, commune=ticket.commune,
-            category=ticket.category, description=ticket.description, status=ticket.status,
-            channel=ticket.channel, priority=ticket.priority, created_at=ticket.created_at,
+            id=ticket.id,
+            reference=ticket.reference,
+            commune=ticket.commune,
+            category=ticket.category,
+            description=ticket.description,
+            status=ticket.status,
+            channel=ticket.channel,
+            priority=ticket.priority,
+            created_at=ticket.created_at,
             updated_at=ticket.updated_at,
-            location=LocationOut(latitude=ticket.latitude, longitude=ticket.longitude, address=ticket.address),
-            team=ticket.team, outside_body=ticket.outside_body, due_at=ticket.due_at,
-            asset=ticket.asset, answers=ticket.answers or {}, reporter=reporter,
-            device_ids=list(ticket.device_ids), occurrences=ticket.occurrences,
+            location=LocationOut(
+                latitude=ticket.latitude, longitude=ticket.longitude, address=ticket.address
+            ),
+            team=ticket.team,
+            outside_body=ticket.outside_body,
+            due_at=ticket.due_at,
+            asset=ticket.asset,
+            answers=ticket.answers or {},
+            reporter=reporter,
+            device_ids=list(ticket.device_ids),
+            occurrences=ticket.occurrences,
             report_count=len(ticket.reports),
             duplicate_of=ticket.duplicate_of.reference if ticket.duplicate_of else None,
             incident=ticket.incident.reference if ticket.incident else None,
@@ -217,8 +243,10 @@ def _reporter(record: SignalRecord) -> ReporterOut | None:
     if not (record.reporter_name or record.reporter_email or record.reporter_phone):
         return None
     return ReporterOut(
-        name=record.reporter_name, email=record.reporter_email,
-        phone=record.reporter_phone, notify_by=record.notify_by,
+        name=record.reporter_name,
+        email=record.reporter_email,
+        phone=record.reporter_phone,
+        notify_by=record.notify_by,
     )
 
 
@@ -228,7 +256,9 @@ class TicketDetailOut(TicketOut):
     attachments: list[AttachmentOut]
 
     @classmethod
-    def with_history(cls, ticket: Ticket, events: list[TicketEvent], actor: Actor) -> TicketDetailOut:
+    def with_history(
+        cls, ticket: Ticket, events: list[TicketEvent], actor: Actor
+    ) -> TicketDetailOut:
         personal = actor.can(Permission.READ_PERSONAL_DATA)
         base = TicketOut.of(ticket, actor).model_dump()
         return cls(
@@ -236,15 +266,21 @@ class TicketDetailOut(TicketOut):
             history=[HistoryEventOut.of(e) for e in events],
             reports=[
                 ReportOut(
-                    id=r.id, channel=r.channel, received_at=r.received_at, description=r.description,
+                    id=r.id,
+                    channel=r.channel,
+                    received_at=r.received_at,
+                    description=r.description,
                     reporter=_reporter(r) if personal else None,
                 )
                 for r in ticket.reports
             ],
             attachments=[
                 AttachmentOut(
-                    id=a.id, filename=a.filename, content_type=a.content_type,
-                    size=a.size, created_at=a.created_at,
+                    id=a.id,
+                    filename=a.filename,
+                    content_type=a.content_type,
+                    size=a.size,
+                    created_at=a.created_at,
                 )
                 for a in ticket.attachments
             ],

@@ -63,7 +63,9 @@ def _parse_bbox(bbox: str) -> tuple[float, float, float, float]:
     try:
         min_lon, min_lat, max_lon, max_lat = (float(part) for part in bbox.split(","))
     except ValueError:
-        raise InvalidInput.one("bbox", "expected min_lon,min_lat,max_lon,max_lat (WGS84 degrees)") from None
+        raise InvalidInput.one(
+            "bbox", "expected min_lon,min_lat,max_lon,max_lat (WGS84 degrees)"
+        ) from None
     if min_lon > max_lon or min_lat > max_lat:
         raise InvalidInput.one("bbox", "min values must not exceed max values")
     return min_lon, min_lat, max_lon, max_lat
@@ -74,12 +76,16 @@ def list_tickets(
     runtime: RuntimeDep,
     session: SessionDep,
     actor: Annotated[Actor, Depends(require(Permission.READ))],
-    commune: Annotated[list[str] | None, Query(description="commune slug; repeat for several")] = None,
+    commune: Annotated[
+        list[str] | None, Query(description="commune slug; repeat for several")
+    ] = None,
     status_: Annotated[list[str] | None, Query(alias="status")] = None,
     category: Annotated[list[str] | None, Query()] = None,
     channel: Annotated[list[str] | None, Query()] = None,
     team: Annotated[str | None, Query()] = None,
-    q: Annotated[str | None, Query(description="text in the reference, description or address")] = None,
+    q: Annotated[
+        str | None, Query(description="text in the reference, description or address")
+    ] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -87,7 +93,9 @@ def list_tickets(
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int | None, Query(ge=1)] = None,
 ) -> TicketPage:
-    size = min(page_size or runtime.settings.api.default_page_size, runtime.settings.api.max_page_size)
+    size = min(
+        page_size or runtime.settings.api.default_page_size, runtime.settings.api.max_page_size
+    )
     query = select(Ticket)
     if actor.communes is not None:
         query = query.where(Ticket.commune.in_(actor.communes))
@@ -128,14 +136,21 @@ def list_tickets(
         )
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = session.scalars(
-        query.order_by(Ticket.created_at.desc(), Ticket.id.desc()).offset((page - 1) * size).limit(size)
+        query.order_by(Ticket.created_at.desc(), Ticket.id.desc())
+        .offset((page - 1) * size)
+        .limit(size)
     )
     return TicketPage(
         items=[TicketOut.of(t, actor) for t in rows], total=total or 0, page=page, page_size=size
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TicketDetailOut, summary="Create a ticket")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TicketDetailOut,
+    summary="Create a ticket",
+)
 def create_ticket(
     body: TicketIn,
     response: Response,
@@ -159,9 +174,14 @@ def create_ticket(
         channel=body.channel,
         location=Location(body.latitude, body.longitude, body.address),
         reporter=Reporter(
-            name=reporter.name, email=reporter.email, phone=reporter.phone,
-            notify_by=reporter.notify_by, language=reporter.language,
-        ) if reporter else Reporter(),
+            name=reporter.name,
+            email=reporter.email,
+            phone=reporter.phone,
+            notify_by=reporter.notify_by,
+            language=reporter.language,
+        )
+        if reporter
+        else Reporter(),
         answers=body.answers,
         priority=body.priority,
         idempotency_key=(
@@ -189,7 +209,9 @@ def get_ticket(
     return TicketDetailOut.with_history(ticket, history_of(session, ticket.id), actor)
 
 
-@router.get("/{key}/alerts", response_model=list[AlertOut], summary="The sensor alerts a ticket holds")
+@router.get(
+    "/{key}/alerts", response_model=list[AlertOut], summary="The sensor alerts a ticket holds"
+)
 def get_ticket_alerts(
     key: str, session: SessionDep, actor: Annotated[Actor, Depends(require(Permission.READ))]
 ) -> list[AlertOut]:
@@ -211,7 +233,14 @@ def change_status(
 ) -> TicketDetailOut:
     ticket = _load(session, key, actor)
     ticket_actions.change_status(
-        runtime, session, ticket, body.status, actor.label, body.comment, body.outside_body, body.public
+        runtime,
+        session,
+        ticket,
+        body.status,
+        actor.label,
+        body.comment,
+        body.outside_body,
+        body.public,
     )
     return _detail(session, ticket, actor)
 
@@ -272,7 +301,9 @@ def mark_duplicate(
 
 
 @router.post(
-    "/{key}/attachments", status_code=status.HTTP_201_CREATED, response_model=TicketDetailOut,
+    "/{key}/attachments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TicketDetailOut,
     summary="Attach a photo or document",
 )
 async def add_attachment(
@@ -284,7 +315,9 @@ async def add_attachment(
 ) -> TicketDetailOut:
     ticket = _load(session, key, actor)
     data = await file.read(MAX_ATTACHMENT_BYTES + 1)
-    store_attachment(session, runtime.settings.data_dir, ticket, file.filename or "file", data, actor.label)
+    store_attachment(
+        session, runtime.settings.data_dir, ticket, file.filename or "file", data, actor.label
+    )
     return _detail(session, ticket, actor)
 
 
@@ -299,4 +332,6 @@ def get_attachment(
     attachment = next((a for a in ticket.attachments if a.id == attachment_id), None)
     if attachment is None:
         raise NotFound(f"no attachment {attachment_id} on {ticket.reference}")
-    return FileResponse(attachment.storage_path, media_type=attachment.content_type, filename=attachment.filename)
+    return FileResponse(
+        attachment.storage_path, media_type=attachment.content_type, filename=attachment.filename
+    )

@@ -134,9 +134,7 @@ class SignalRecord(Base):
     """A stored signal: a resident's report or a device's alert (with its repeats)."""
 
     __tablename__ = "signals"
-    __table_args__ = (
-        Index("ix_signals_device_condition", "device_id", "condition"),
-    )
+    __table_args__ = (Index("ix_signals_device_condition", "device_id", "condition"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)

@@ -20,7 +20,10 @@ def vigie(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Co
     return subprocess.run(
         [sys.executable, "-m", "core.cli", *args],
         env={**os.environ, "VIGIE_LOG_LEVEL": "WARNING", **env},
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -43,7 +46,9 @@ def test_config_check_lists_every_problem_and_fails(env, tmp_path):
     config = tmp_path / "config"
     shutil.copytree(REPO / "config", config)
     chamalieres = config / "communes" / "chamalieres.toml"
-    chamalieres.write_text(chamalieres.read_text().replace('reference_prefix = "CHA"', 'reference_prefix = "CLF"'))
+    chamalieres.write_text(
+        chamalieres.read_text().replace('reference_prefix = "CHA"', 'reference_prefix = "CLF"')
+    )
     with (config / "communes" / "aubiere.toml").open("a") as file:
         file.write("\n[plugins.smss]\nsender = 'Mairie'\n")
     (config / "communes" / "royat.toml").write_text("slug = 'royat'\nname = \n")
@@ -54,7 +59,9 @@ def test_config_check_lists_every_problem_and_fails(env, tmp_path):
         line.startswith("communes/aubiere.toml: plugins.smss: unknown plugin") and "routing" in line
         for line in lines
     ), lines
-    assert any(line.startswith("communes/chamalieres.toml: reference_prefix:") for line in lines) or any(
+    assert any(
+        line.startswith("communes/chamalieres.toml: reference_prefix:") for line in lines
+    ) or any(
         line.startswith("communes/clermont-ferrand.toml: reference_prefix:") for line in lines
     ), lines
     assert any(line.startswith("communes/royat.toml:") for line in lines), lines
@@ -127,9 +134,16 @@ def test_demo_serves_the_example_area_with_demo_tickets(tmp_path):
     database = tmp_path / "demo.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "demo", "--port", str(port), "--tickets", "40"],
-        env={**os.environ, "VIGIE_DATABASE_URL": f"sqlite:///{database}", "VIGIE_LOG_LEVEL": "WARNING",
-             "VIGIE_DATA_DIR": str(tmp_path / "data")},
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={
+            **os.environ,
+            "VIGIE_DATABASE_URL": f"sqlite:///{database}",
+            "VIGIE_LOG_LEVEL": "WARNING",
+            "VIGIE_DATA_DIR": str(tmp_path / "data"),
+        },
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         token = None
@@ -146,7 +160,9 @@ def test_demo_serves_the_example_area_with_demo_tickets(tmp_path):
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        citizen_channels = [("channel", c) for c in ("phone", "web", "app", "counter", "sms", "email")]
+        citizen_channels = [
+            ("channel", c) for c in ("phone", "web", "app", "counter", "sms", "email")
+        ]
         page = httpx.get(
             f"http://127.0.0.1:{port}/api/v1/tickets", params=citizen_channels, headers=headers
         ).json()

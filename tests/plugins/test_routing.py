@@ -12,7 +12,9 @@ from plugins import routing
 
 def _commune(**settings) -> Commune:
     return Commune(
-        slug="testville", name="Testville", reference_prefix="TST",
+        slug="testville",
+        name="Testville",
+        reference_prefix="TST",
         teams=(Team(code="voirie", name="Voirie"), Team(code="accueil", name="Accueil")),
         categories=(
             Category(code="voirie", name="Voirie", group="Voirie", team="voirie"),
@@ -26,8 +28,17 @@ def _commune(**settings) -> Commune:
 def _ticket(category: str) -> TicketSnapshot:
     now = datetime.now(UTC)
     return TicketSnapshot(
-        id=1, reference="TST-2026-000001", commune="testville", category=category, description="d",
-        channel="phone", status="new", priority="normal", location=Location(), created_at=now, updated_at=now,
+        id=1,
+        reference="TST-2026-000001",
+        commune="testville",
+        category=category,
+        description="d",
+        channel="phone",
+        status="new",
+        priority="normal",
+        location=Location(),
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -38,12 +49,16 @@ def test_the_category_team_handles_it():
 
 
 def test_a_category_without_team_goes_to_the_default_team_or_waits():
-    assert routing.route_ticket(_ticket("autre"), _commune(default_team="accueil")).team == "accueil"
+    assert (
+        routing.route_ticket(_ticket("autre"), _commune(default_team="accueil")).team == "accueil"
+    )
     assert routing.route_ticket(_ticket("autre"), _commune()) is None
 
 
 def test_a_redirect_names_the_outside_body_and_why():
-    commune = _commune(redirects={"reseau-electrique": {"outside_body": "Enedis", "reason": "réseau ERDF"}})
+    commune = _commune(
+        redirects={"reseau-electrique": {"outside_body": "Enedis", "reason": "réseau ERDF"}}
+    )
     decision = routing.route_ticket(_ticket("reseau-electrique"), commune)
     assert decision == RoutingDecision(outside_body="Enedis", reason="réseau ERDF")
 
@@ -65,8 +80,10 @@ def test_redirected_ticket_through_the_api(vigie_api):
         "/api/v1/tickets",
         headers=vigie_api.headers(),
         json={
-            "commune": "clermont-ferrand", "category": "reseau-electrique",
-            "description": "Coffret électrique ouvert", "address": "3 rue Blatin",
+            "commune": "clermont-ferrand",
+            "category": "reseau-electrique",
+            "description": "Coffret électrique ouvert",
+            "address": "3 rue Blatin",
             "answers": {"danger": True},
         },
     )
