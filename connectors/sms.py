@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -67,14 +66,10 @@ from core.errors import InvalidInput
 from core.hookspecs import hookimpl
 from core.intake import accept_signal
 from core.outbox import queue
+from core.ratelimit import RateLimit, TokenBuckets, retry_after
 from core.runtime import Runtime
 from core.settings import Settings as PlatformSettings
 from core.signals import Location, Notification, Report, Reporter
-
-try:  # the token buckets are moving to core
-    from core.ratelimit import TokenBuckets  # type: ignore[import-not-found]
-except ImportError:
-    from connectors.open311.ratelimit import TokenBuckets
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +85,6 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- Settings -----------------------------------------------------------------------
-
-
-class RateLimit(BaseModel):
-    """A token bucket: ``burst`` messages at once, refilled at ``per_minute``."""
-
-    model_config = _STRICT
-    per_minute: float = Field(gt=0)
-    burst: int = Field(ge=1)
 
 
 class OutboundFields(BaseModel):
@@ -406,7 +393,7 @@ def _field(data: dict[str, Any], path: str) -> str | None:
 def _limit(buckets: TokenBuckets, key: tuple[str, str], limit: RateLimit) -> None:
     wait = buckets.take(key, limit)
     if wait > 0:
-        seconds = max(1, math.ceil(wait))
+        seconds = retry_after(wait)
         raise Refused(
             429, f"too many SMS from this number; try again in {seconds} s",
             headers={"Retry-After": str(seconds)},
