@@ -179,6 +179,7 @@ class Simulation:
         junk: float = 0.01,
         storm: int = 0,
         run_id: str | None = None,
+        traffic_seed: int | None = None,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
@@ -203,9 +204,7 @@ class Simulation:
         self.applications = {kind: f"{_APPLICATIONS[kind]}-{self.run_id}" for kind in KINDS}
         self.chirpstack_ids = {
             kind: str(
-                uuid.UUID(
-                    int=random.Random(f"{seed}:{self.run_id}:{kind}").getrandbits(128), version=4
-                )
+                uuid.UUID(int=random.Random(f"{self.run_id}:{kind}").getrandbits(128), version=4)
             )
             for kind in KINDS
         }
@@ -220,6 +219,9 @@ class Simulation:
             state.energy = round(self.random.uniform(100, 5000), 2)
         self._serial = 0
         self.counts: Counter[str] = Counter()
+        # Another traffic from the same devices (the benchmark's second phase).
+        if traffic_seed is not None:
+            self.random = random.Random(f"traffic:{traffic_seed}")
 
     # -- devices ---------------------------------------------------------------
 
@@ -572,7 +574,7 @@ class Simulation:
         }
 
     def _message_id(self) -> str:
-        return f"{self.seed:04x}{self._serial:012x}{self.random.getrandbits(32):08x}".upper()
+        return f"{self._serial:012x}{self.random.getrandbits(64):016x}".upper()
 
     def _junk(self, device: SimDevice, now: datetime) -> SimMessage:
         state = self._state[device.device_id]

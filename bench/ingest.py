@@ -1,0 +1,750 @@
+"""Ingestion benchmark: MQTT in, database committing, tickets out.
+
+    .venv/bin/python bench/ingest.py --database sqlite
+    .venv/bin/python bench/ingest.py --database postgresql   # VIGIE_BENCH_POSTGRES_URL
+
+One run, against Mosquitto on loopback (a private one on a free port unless
+``--url`` names a broker), with the example area's configuration and
+``vigie simulate``'s traffic (mostly readings; ``--alerts`` 2 % of messages
+raise or clear a condition, and devices repeat an active condition in each
+reading as their vocabularies do; 1 % junk; The Things Stack, ChirpStack and
+wmbusmeters formats):
+
+1. **ceiling**: a bare paho-mqtt subscriber (QoS 1, does nothing) drains
+   ``--messages`` messages queued for its session: its receive rate;
+2. **throughput**: Vigie's ingestor (MqttIngestor + IngestPipeline, each
+   batch committed) drains the same messages queued for its session:
+   messages stored per second, and the ratio to the ceiling;
+3. **latency**: the publisher sends ``--rate`` messages/s for ``--seconds``
+   while Vigie ingests: alert-to-ticket latency (publish -> batch committed)
+   p50 / p99, and whether ingestion kept up;
+4. **storm**: ``--storm`` lamps behind one cabinet lose power at once: time
+   until the incident ticket exists and until every alert is stored.
+
+The publisher runs in a process of its own. ``--profile FILE`` writes a
+cProfile of ``process_batch`` (the worker thread) in the throughput phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import getpass
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from core.ingest.mqtt import BrokerUrl, MqttIngestor, new_client  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.simulate import Simulation  # noqa: E402
+
+log = logging.getLogger("bench")
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=12).digest()
+
+
+# --- The broker ----------------------------------------------------------------------
+
+
+class PrivateMosquitto:
+    """Mosquitto as a city would run it for ingestion: persistence on, and a queue
+    per persistent session large enough to hold a backlog (the default 1000
+    drops what comes beyond while an ingestor is away or behind)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            f"persistence true\npersistence_location {self.directory}/\n"
+            "max_queued_messages 1000000\n"
+            "max_queued_bytes 0\n"
+            f"log_dest file {self.directory}/mosquitto.log\n"
+        )
+        self.process = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+
+def mosquitto_version() -> str:
+    try:
+        out = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
+        return out.splitlines()[0].strip()
+    except (OSError, IndexError):
+        return "unknown"
+
+
+# --- The publisher (a process of its own) --------------------------------------------
+
+
+def publisher_main(
+    url: str,
+    sim_args: dict[str, Any],
+    messages: int,
+    rate: float,
+    storm: bool,
+    out: Any,
+) -> None:
+    """Publish ``messages`` (``rate`` per second, 0: as fast as possible) or the
+    storm; send back {digest: publish time} of the alerts and the elapsed time."""
+    simulation = Simulation(**sim_args)
+    batch = simulation.storm_messages() if storm else list(simulation.messages(messages))
+    broker = BrokerUrl.parse(url)
+    client = new_client(f"bench-pub-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(2000)
+    client.max_queued_messages_set(0)
+    client.connect(broker.host, broker.port, keepalive=60)
+    client.loop_start()
+    sent_at: dict[bytes, float] = {}
+    infos = []
+    started = time.monotonic()
+    for n, message in enumerate(batch):
+        if rate > 0:
+            ahead = n / rate - (time.monotonic() - started)
+            if ahead > 0.001:
+                time.sleep(ahead)
+        infos.append(client.publish(message.topic, message.payload, qos=1))
+        if message.purpose in ("alert", "storm"):
+            sent_at[digest(message.payload)] = time.time()
+    for info in infos:
+        info.wait_for_publish(120)
+    elapsed = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    out.send(
+        {
+            "sent_at": sent_at,
+            "elapsed": elapsed,
+            "count": len(batch),
+            "purposes": dict(simulation.counts),
+        }
+    )
+    out.close()
+
+
+def publish(url: str, sim_args: dict[str, Any], messages: int, rate: float, storm: bool = False):
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(
+        target=publisher_main, args=(url, sim_args, messages, rate, storm, send), daemon=True
+    )
+    process.start()
+    send.close()
+    return process, receive
+
+
+def finish(process, receive) -> dict[str, Any]:
+    result = receive.recv()
+    process.join(30)
+    return result
+
+
+# --- The bare subscriber (the ceiling) ------------------------------------------------
+
+
+def bare_subscriber_rate(url: str, topics: list[str], sim_args: dict, messages: int) -> dict:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    broker = BrokerUrl.parse(url)
+    client_id = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    received = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(client, userdata, message) -> None:
+        nonlocal received, first, last
+        received += 1
+        if received == 1:
+            first = time.monotonic()
+        if received >= messages:
+            last = time.monotonic()
+            done.set()
+
+    def connect(client) -> None:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 600
+        properties.ReceiveMaximum = 2000
+        client.connect(broker.host, broker.port, clean_start=False, properties=properties)
+
+    client = new_client(client_id, mqtt.MQTTv5)
+    connect(client)
+    client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics])
+    client.loop_start()
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+    process, receive = publish(url, sim_args, messages, rate=0)
+    published = finish(process, receive)
+    client = new_client(client_id, mqtt.MQTTv5)
+    client.on_message = on_message
+    connected = time.monotonic()
+    connect(client)
+    client.loop_start()
+    done.wait(300)
+    client.disconnect()
+    client.loop_stop()
+    seconds = last - connected
+    return {
+        "messages": received,
+        "seconds": round(seconds, 3),
+        "rate": round(received / seconds) if seconds else 0,
+        "publish_rate": round(published["count"] / published["elapsed"]),
+    }
+
+
+# --- Vigie -----------------------------------------------------------------------------
+
+
+class TimedPipeline:
+    """The real pipeline; notes when each message's batch was committed."""
+
+    def __init__(self, runtime, profiler: cProfile.Profile | None = None) -> None:
+        from core.ingest.pipeline import IngestPipeline
+
+        self.pipeline = IngestPipeline(runtime)
+        self.profiler = profiler
+        self.committed_at: dict[bytes, float] = {}
+        self.processed = 0
+        self.first_batch = 0.0
+        self.last_commit = 0.0
+        self.batch_seconds: list[float] = []
+        self.outcome = None
+
+    def process_batch(self, messages):
+        from core.ingest.batch import BatchOutcome
+
+        started = time.monotonic()
+        if not self.first_batch:
+            self.first_batch = started
+        if self.profiler is not None:  # cProfile sees one thread: the worker's
+            self.profiler.enable()
+        try:
+            outcome = self.pipeline.process_batch(messages)
+        finally:
+            if self.profiler is not None:
+                self.profiler.disable()
+        now = time.time()
+        self.last_commit = time.monotonic()
+        self.batch_seconds.append(self.last_commit - started)
+        for message in messages:
+            self.committed_at[digest(message.payload)] = now
+        self.processed += len(messages)
+        if self.outcome is None:
+            self.outcome = BatchOutcome()
+        self.outcome.add(outcome)
+        return outcome
+
+
+def open_bench_runtime(database: str, workdir: Path, batch_size: int | None = None):
+    from core.plugin_manager import get_plugin_manager
+    from core.runtime import open_runtime
+
+    if database == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        cleanup = None
+    else:
+        base = os.environ.get("VIGIE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+
+        def cleanup() -> None:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+    settings = Settings(database_url=url, config_dir=REPO / "config", data_dir=workdir / "data")
+    if batch_size:
+        settings.ingest = settings.ingest.model_copy(update={"batch_size": batch_size})
+    runtime = open_runtime(settings, get_plugin_manager(settings))
+    return runtime, cleanup
+
+
+class Telemetry:
+    """The example area writes readings to 127.0.0.1:8428: VictoriaMetrics, started
+    for the run when installed and nothing answers there."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.process: subprocess.Popen | None = None
+        self.workdir = workdir
+
+    def start(self) -> str:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", 8428), timeout=0.5).close()
+            return "influxdb plugin -> the server already on :8428"
+        binary = shutil.which("victoria-metrics")
+        if binary is None:
+            return "influxdb plugin -> nothing on :8428 (points buffered, then dropped)"
+        self.process = subprocess.Popen(
+            [binary, "-httpListenAddr=127.0.0.1:8428", f"-storageDataPath={self.workdir / 'vm'}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _answers(8428), timeout=20, step=0.1)
+        return "influxdb plugin -> victoria-metrics started on :8428 for the run"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    return False
+
+
+def import_registry(runtime, simulation: Simulation) -> float:
+    import io
+
+    from core.devices import import_devices
+
+    registry = io.StringIO()
+    simulation.write_registry(registry)
+    started = time.monotonic()
+    with runtime.sessions() as session:
+        import_devices(runtime, session, "bench-devices.csv", registry.getvalue())
+        session.commit()
+    return time.monotonic() - started
+
+
+def make_ingestor(runtime, pipeline, url: str, topics: list[str], client_id: str) -> MqttIngestor:
+    return MqttIngestor(
+        runtime,
+        pipeline,
+        url,
+        topics,
+        client_id,
+        options=runtime.settings.ingest.model_copy(update={"session_expiry_seconds": 600}),
+    )
+
+
+def wait_for(condition, timeout: float, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class StackSampler:
+    """Where the ingest worker thread spends its time: its stack sampled every
+    ``interval`` seconds (cheap, unlike cProfile, so the shares are true).
+    ``top()`` gives each function's inclusive share of the samples."""
+
+    def __init__(self, thread_name: str = "vigie-ingest-worker", interval: float = 0.002) -> None:
+        self.thread_name = thread_name
+        self.interval = interval
+        self.samples = 0
+        self.inclusive: dict[str, int] = {}
+        self.lines: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            target = next(
+                (t.ident for t in threading.enumerate() if t.name == self.thread_name), None
+            )
+            frame = sys._current_frames().get(target) if target else None
+            seen: set[str] = set()
+            innermost: str | None = None  # the deepest line of Vigie's own code
+            while frame is not None:
+                code = frame.f_code
+                short = _short(code.co_filename)
+                seen.add(f"{short}:{code.co_name}")
+                if innermost is None and short.startswith(("core/", "connectors/", "plugins/")):
+                    innermost = f"{short}:{frame.f_lineno} {code.co_name}"
+                frame = frame.f_back
+            if not seen or not any("process_batch" in n for n in seen):
+                continue  # idle: waiting for messages
+            self.samples += 1
+            for name in seen:
+                self.inclusive[name] = self.inclusive.get(name, 0) + 1
+            if innermost:
+                self.lines[innermost] = self.lines.get(innermost, 0) + 1
+
+    def top(self, count: int = 30) -> list[tuple[str, float]]:
+        """Vigie's functions by inclusive share of the busy samples."""
+        ranked = sorted(
+            (
+                item
+                for item in self.inclusive.items()
+                if item[0].startswith(("core/", "connectors/", "plugins/"))
+            ),
+            key=lambda item: -item[1],
+        )[:count]
+        return [(name, round(100 * n / max(1, self.samples), 1)) for name, n in ranked]
+
+    def top_lines(self, count: int = 25) -> list[tuple[str, float]]:
+        """Vigie's deepest lines (what they call included) by share of the busy samples."""
+        ranked = sorted(self.lines.items(), key=lambda item: -item[1])[:count]
+        return [(name, round(100 * n / max(1, self.samples), 1)) for name, n in ranked]
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", str(REPO) + "/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+class NoopPipeline:
+    """Stores nothing: the transport alone (manual acks, batches)."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.committed_at: dict[bytes, float] = {}
+        self.batch_seconds: list[float] = []
+        self.last_commit = 0.0
+        self.outcome = None
+
+    def process_batch(self, messages):
+        self.processed += len(messages)
+        self.last_commit = time.monotonic()
+        self.batch_seconds.append(0.0)
+        return None
+
+
+def vigie_throughput(
+    runtime,
+    url,
+    topics,
+    sim_args,
+    messages,
+    profile: str | None,
+    sample: bool = False,
+    noop: bool = False,
+) -> dict:
+    client_id = f"bench-vigie-{uuid.uuid4().hex[:6]}"
+    pipeline = TimedPipeline(runtime)
+    ingestor = make_ingestor(runtime, pipeline, url, topics, client_id)
+    ingestor.start()
+    ingestor.wait_ready(10)
+    ingestor.stop()
+    process, receive = publish(url, sim_args, messages, rate=0)
+    finish(process, receive)
+    profiler = cProfile.Profile() if profile else None
+    pipeline = NoopPipeline() if noop else TimedPipeline(runtime, profiler)
+    ingestor = make_ingestor(runtime, pipeline, url, topics, client_id)
+    sampler = StackSampler() if sample else None
+    if sampler:
+        sampler.start()
+    started = time.monotonic()
+    ingestor.start()
+    finished = wait_for(lambda: pipeline.processed >= messages, timeout=600)
+    seconds = pipeline.last_commit - started
+    if sampler:
+        sampler.stop()
+    if profiler:
+        profiler.dump_stats(profile)
+    ingestor.stop()
+    outcome = pipeline.outcome
+    extra = (
+        {"where_functions": sampler.top(), "where_lines": sampler.top_lines()} if sampler else {}
+    )
+    return {
+        "pipeline": "noop (transport only)" if noop else "IngestPipeline",
+        "messages": pipeline.processed,
+        "complete": finished,
+        "seconds": round(seconds, 3),
+        "rate": round(pipeline.processed / seconds) if seconds else 0,
+        "batches": len(pipeline.batch_seconds),
+        "batch_ms_p50": round(statistics.median(pipeline.batch_seconds or [0]) * 1000, 1),
+        "accepted": outcome.accepted if outcome else 0,
+        "alerts": outcome.alerts if outcome else 0,
+        "readings": outcome.readings if outcome else 0,
+        "dead_letters": outcome.dead_letters if outcome else 0,
+        "tickets_created": len(outcome.tickets_created) if outcome else 0,
+        **extra,
+    }
+
+
+def vigie_latency(runtime, url, topics, sim_args, rate: float, seconds: float) -> dict:
+    pipeline = TimedPipeline(runtime)
+    ingestor = make_ingestor(runtime, pipeline, url, topics, f"bench-live-{uuid.uuid4().hex[:6]}")
+    ingestor.start()
+    ingestor.wait_ready(10)
+    messages = int(rate * seconds)
+    started = time.monotonic()
+    process, receive = publish(url, sim_args, messages, rate=rate)
+    published = finish(process, receive)
+    publish_end = time.monotonic()
+    kept_up = wait_for(lambda: pipeline.processed >= messages, timeout=120)
+    tail = time.monotonic() - publish_end
+    ingestor.stop()
+    counters = ingestor.counters
+    latencies = [
+        pipeline.committed_at[key] - sent
+        for key, sent in published["sent_at"].items()
+        if key in pipeline.committed_at
+    ]
+    return {
+        "target_rate": rate,
+        "published": published["count"],
+        "publish_rate": round(published["count"] / published["elapsed"]),
+        "processed": pipeline.processed,
+        "complete": kept_up,
+        "seconds": round(publish_end - started, 2),
+        "drain_after_publisher_s": round(tail, 3),
+        "alerts": len(published["sent_at"]),
+        "latency_p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "latency_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "latency_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "received": counters.received,
+        "acked": counters.acked,
+        "not_acked": counters.not_acked,
+        "connects": counters.connects,
+        "failed_batches": counters.failed_batches,
+        "last_error": counters.last_error,
+    }
+
+
+def vigie_storm(runtime, url, topics, sim_args) -> dict:
+    from core.db.models import SignalRecord, Ticket
+
+    pipeline = TimedPipeline(runtime)
+    ingestor = make_ingestor(runtime, pipeline, url, topics, f"bench-storm-{uuid.uuid4().hex[:6]}")
+    ingestor.start()
+    ingestor.wait_ready(10)
+    lamps = sim_args["storm"]
+
+    def stored() -> int:
+        with runtime.sessions() as session:
+            return session.scalar(
+                select(func.count())
+                .select_from(SignalRecord)
+                .where(SignalRecord.kind == "alert", SignalRecord.device_id.like("SL-STORM-%"))
+            )
+
+    storm_incidents = select(Ticket).where(
+        Ticket.is_incident.is_(True), Ticket.asset.like("ARM-SIM-STORM%")
+    )
+
+    def incident_at() -> bool:
+        with runtime.sessions() as session:
+            return session.scalars(storm_incidents).first() is not None
+
+    started = time.monotonic()
+    process, receive = publish(url, sim_args, 0, rate=0, storm=True)
+    incident_seen = None
+    while time.monotonic() - started < 120:
+        if incident_seen is None and incident_at():
+            incident_seen = time.monotonic() - started
+        if stored() >= lamps:
+            break
+        time.sleep(0.05)
+    all_stored = time.monotonic() - started
+    published = finish(process, receive)
+    count = stored()
+    with runtime.sessions() as session:
+        incidents = session.scalars(storm_incidents).all()
+        storm_tickets = session.scalar(
+            select(func.count(func.distinct(SignalRecord.ticket_id))).where(
+                SignalRecord.device_id.like("SL-STORM-%")
+            )
+        )
+    ingestor.stop()
+    return {
+        "lamps": lamps,
+        "published_in_s": round(published["elapsed"], 3),
+        "incidents": len(incidents),
+        "tickets_holding_storm_alerts": storm_tickets,
+        "incident_after_s": round(incident_seen, 3) if incident_seen is not None else None,
+        "alerts_stored": count,
+        "all_stored_after_s": round(all_stored, 3),
+    }
+
+
+# --- Main ------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "mosquitto": mosquitto_version(),
+        "system": platform.platform(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--url", help="an MQTT broker to use [default: a private Mosquitto]")
+    parser.add_argument("--messages", type=int, default=60_000, help="for ceiling and throughput")
+    parser.add_argument("--rate", type=float, default=5000, help="messages/s in the latency phase")
+    parser.add_argument("--seconds", type=float, default=20, help="length of the latency phase")
+    parser.add_argument("--devices", type=int, default=1000, help="of each kind")
+    parser.add_argument("--storm", type=int, default=5000, help="lamps behind one cabinet")
+    parser.add_argument("--alerts", type=float, default=0.02, help="share of alerts/recoveries")
+    parser.add_argument("--batch-size", type=int, default=None, help="ingest.batch_size")
+    parser.add_argument("--profile", help="write a cProfile of the throughput phase here")
+    parser.add_argument(
+        "--sample", action="store_true", help="sample the worker's stack: where the time goes"
+    )
+    parser.add_argument(
+        "--transport-only", action="store_true", help="also drain with a pipeline doing nothing"
+    )
+    parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ceiling", "latency", "storm"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    workdir = Path(tempfile.mkdtemp(prefix="vigie-bench-"))
+    broker = None
+    if args.url:
+        url = args.url
+    else:
+        if shutil.which("mosquitto") is None:
+            parser.error("mosquitto is not installed: apt-get install mosquitto, or give --url")
+        broker = PrivateMosquitto(workdir / "mosquitto")
+        broker.directory.mkdir()
+        broker.start()
+        url = broker.url
+    run = uuid.uuid4().hex[:6]
+    sim_args = {
+        "devices": args.devices,
+        "seed": 1,
+        "format": "mixed",
+        "alert_ratio": args.alerts,
+        "junk": 0.01,
+        "storm": args.storm,
+        "run_id": f"b{run}",
+    }
+    simulation = Simulation(**sim_args)
+    topics = simulation.topic_filters()
+    results: dict[str, Any] = {"machine": machine(), "database": args.database, "broker": url}
+    runtime = cleanup = None
+    telemetry = Telemetry(workdir)
+    try:
+        results["telemetry"] = telemetry.start()
+        runtime, cleanup = open_bench_runtime(args.database, workdir, args.batch_size)
+        results["registry_import_s"] = round(import_registry(runtime, simulation), 2)
+        print(f"Vigie ingestion benchmark: {args.database}, broker {url}", flush=True)
+        if "ceiling" not in args.skip:
+            results["ceiling"] = bare_subscriber_rate(url, topics, sim_args, args.messages)
+            print(f"  bare subscriber:  {results['ceiling']}", flush=True)
+        if args.transport_only:
+            results["transport_only"] = vigie_throughput(
+                runtime, url, topics, sim_args, args.messages, None, noop=True
+            )
+            print(f"  transport only:   {results['transport_only']}", flush=True)
+        results["throughput"] = vigie_throughput(
+            runtime, url, topics, sim_args, args.messages, args.profile, sample=args.sample
+        )
+        print(f"  vigie throughput: {results['throughput']}", flush=True)
+        if "ceiling" in results and results["ceiling"]["rate"]:
+            results["ratio_to_ceiling"] = round(
+                results["throughput"]["rate"] / results["ceiling"]["rate"], 3
+            )
+            print(f"  ratio to ceiling: {results['ratio_to_ceiling']:.1%}", flush=True)
+        if "latency" not in args.skip:
+            live_args = {**sim_args, "traffic_seed": 2}
+            results["latency"] = vigie_latency(
+                runtime, url, topics, live_args, args.rate, args.seconds
+            )
+            print(f"  vigie live:       {results['latency']}", flush=True)
+        if "storm" not in args.skip and args.storm:
+            results["storm"] = vigie_storm(runtime, url, topics, sim_args)
+            print(f"  storm:            {results['storm']}", flush=True)
+    finally:
+        if runtime is not None:
+            runtime.close()
+        if cleanup is not None:
+            cleanup()
+        if broker is not None:
+            broker.stop()
+        telemetry.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
