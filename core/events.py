@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 _KEY = "vigie_after_commit"
+_RECORDED_EVENTS = "vigie_recorded_events"  # core.history's per-transaction record
 
 
 def after_commit(session: Session, hook_name: str, **kwargs: Any) -> None:
@@ -26,11 +27,13 @@ def install(factory: sessionmaker[Session], pm) -> None:
     """Make sessions from ``factory`` call the held hooks on ``pm`` after each commit."""
 
     def _fire(session: Session) -> None:
+        session.info.pop(_RECORDED_EVENTS, None)
         pending = session.info.pop(_KEY, [])
         for hook_name, kwargs in pending:
             pm.call_all(hook_name, **kwargs)
 
     def _drop(session: Session) -> None:
+        session.info.pop(_RECORDED_EVENTS, None)
         dropped = session.info.pop(_KEY, [])
         if dropped:
             log.debug("rollback: %d after-commit hook calls dropped", len(dropped))

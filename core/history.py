@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from core.db.models import Ticket, TicketEvent
 from core.db.types import utcnow
 
+_RECORDED = "vigie_recorded_events"
+
 
 def record(
     session: Session,
@@ -34,7 +36,14 @@ def record(
     )
     # No flush: events go to the database with the rest of the unit of work.
     session.add(event)
+    session.info.setdefault(_RECORDED, {}).setdefault(ticket.id, []).append(event)
     return event
+
+
+def recorded_in_transaction(session: Session, ticket_id: int) -> list[TicketEvent]:
+    """The events recorded for a ticket since the session's last commit or rollback,
+    without a query (see :func:`core.events.install`, which forgets them)."""
+    return list(session.info.get(_RECORDED, {}).get(ticket_id, ()))
 
 
 def history_of(session: Session, ticket_id: int, public_only: bool = False) -> list[TicketEvent]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core import outbox
 from core.db.models import OutboxMessage, Ticket, TicketEvent
-from core.history import history_of
+from core.history import recorded_in_transaction
 from core.runtime import Runtime
 from core.signals import Notification
 
@@ -70,7 +70,7 @@ def queue_for_new_ticket(runtime: Runtime, session: Session, ticket: Ticket) -> 
     if not _anyone_composes(runtime, runtime.area.commune(ticket.commune)):
         return []
     queued = []
-    for event in history_of(session, ticket.id):
+    for event in recorded_in_transaction(session, ticket.id):
         queued += queue_notifications(runtime, session, ticket, event)
     return queued
 

@@ -6,8 +6,12 @@ from alembic import context
 
 import core.db.sensor_models  # noqa: F401
 from core.db.models import Base
+from core.plugin_manager import get_plugin_manager
 
 config = context.config
+# Plugins may declare tables on core's Base (e.g. the SMS conversations):
+# loading them makes autogenerate see every table, without core naming any.
+get_plugin_manager()
 
 
 def _engine():
