@@ -35,6 +35,8 @@ class Ticket(Base):
         UniqueConstraint("commune", "year", "number", name="uq_ticket_number"),
         Index("ix_tickets_commune_status", "commune", "status"),
         Index("ix_tickets_location", "latitude", "longitude"),
+        # A commune's tickets newest first, filtered by a window and a bbox (0004).
+        Index("ix_tickets_commune_created", "commune", "created_at", "latitude", "longitude"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -22,7 +22,11 @@ class Device(Base):
     """A registered sensor: where it is, what it watches, and the connector's memory of it."""
 
     __tablename__ = "devices"
-    __table_args__ = (Index("ix_devices_commune_kind", "commune", "kind"),)
+    __table_args__ = (
+        Index("ix_devices_commune_kind", "commune", "kind"),
+        # Devices near a point, for "already reported" (0004).
+        Index("ix_devices_commune_location", "commune", "latitude", "longitude"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # The network server's device name (TTN device_id, ChirpStack deviceName...).
