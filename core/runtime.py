@@ -16,7 +16,7 @@ from core import events
 from core.config import Area, Commune
 from core.config.loader import load_area
 from core.connectors import Connector, collect_connectors
-from core.db.engine import make_engine, make_session_factory
+from core.db.engine import READ_ONLY, make_engine, make_session_factory
 from core.db.migrate import ensure_schema
 from core.errors import NotFound
 from core.plugin_manager import VigiePluginManager, get_plugin_manager
@@ -39,6 +39,12 @@ class Runtime:
         if commune is None:
             raise NotFound(f"no commune {slug!r}; communes: {', '.join(self.area.communes)}")
         return commune
+
+    @cached_property
+    def read_sessions(self) -> sessionmaker[Session]:
+        """Sessions for work that only reads (public GETs): on SQLite they take no
+        write lock, so they neither wait for writers nor hold them up."""
+        return make_session_factory(self.engine.execution_options(**{READ_ONLY: True}))
 
     @cached_property
     def connectors(self) -> dict[str, Connector]:

@@ -468,7 +468,7 @@ def build_router() -> APIRouter:
                     Ticket.latitude.between(min_lat, max_lat),
                 )
         query = query.order_by(Ticket.created_at.desc(), Ticket.id.desc())
-        with runtime.sessions() as session:
+        with runtime.read_sessions() as session:
             tickets = list(session.scalars(query.offset((page - 1) * page_size).limit(page_size)))
             entries = _entries(session, tickets, jurisdiction, language)
         return render(fmt, "service_requests", entries)
@@ -477,7 +477,7 @@ def build_router() -> APIRouter:
     @_respond_errors
     def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
-        with runtime.sessions() as session:
+        with runtime.read_sessions() as session:
             ticket = _find_request(session, jurisdiction, service_request_id)
             entries = _entries(session, [ticket], jurisdiction, language)
         return render(fmt, "service_requests", entries)
@@ -489,7 +489,7 @@ def build_router() -> APIRouter:
     @_respond_errors
     def get_request_updates(request: Request, service_request_id: str, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
-        with runtime.sessions() as session:
+        with runtime.read_sessions() as session:
             ticket = _find_request(session, jurisdiction, service_request_id)
             events = history_of(session, ticket.id)
             entries = update_entries(ticket, events, jurisdiction, language)
@@ -504,7 +504,7 @@ def build_router() -> APIRouter:
         start, end = _window(request, zone, problems)
         page, page_size = _paging(request, problems)
         _refuse(problems)
-        with runtime.sessions() as session:
+        with runtime.read_sessions() as session:
             chosen = session.scalars(
                 select(TicketEvent.id)
                 .join(Ticket, TicketEvent.ticket_id == Ticket.id)
@@ -552,7 +552,7 @@ def build_router() -> APIRouter:
         fmt, runtime, jurisdiction, _language = reading(request, fmt)
         reference = None
         if _TOKEN.match(token):
-            with runtime.sessions() as session:
+            with runtime.read_sessions() as session:
                 reference = session.scalar(
                     select(Ticket.reference)
                     .join(SignalRecord, SignalRecord.ticket_id == Ticket.id)

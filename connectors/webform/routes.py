@@ -41,7 +41,7 @@ from connectors.webform.pages import STYLESHEET, Pages, question_fields, request
 from connectors.webform.photos import Photo, PhotoRefused, clean_photo
 from connectors.webform.tokens import MAX_AGE_SECONDS, FormTokens, load_key
 from connectors.webform.tracking import public_ticket
-from core.api.deps import RuntimeDep, SessionDep
+from core.api.deps import RuntimeDep
 from core.attachments import MAX_ATTACHMENT_BYTES, store_attachment
 from core.config import Category, Commune
 from core.db.models import SignalRecord, Ticket
@@ -416,14 +416,13 @@ def build_router(
         )
 
     @router.get("/receipt/{reference}")
-    def receipt(
-        reference: str, request: Request, runtime: RuntimeDep, session: SessionDep
-    ) -> Response:
+    def receipt(reference: str, request: Request, runtime: RuntimeDep) -> Response:
         language = request_language(request)
         refused = too_many(request, language, "lookup", lookup_limit)
         if refused is not None:
             return refused
-        ticket = find_public_ticket(session, runtime, reference)
+        with runtime.read_sessions() as session:
+            ticket = find_public_ticket(session, runtime, reference)
         if ticket is None:
             return not_found(request, language, reference)
         commune = runtime.commune(ticket.commune)
@@ -447,20 +446,19 @@ def build_router(
         return pages.render(request, "track_lookup.html", language)
 
     @router.get("/track/{reference}")
-    def track(
-        reference: str, request: Request, runtime: RuntimeDep, session: SessionDep
-    ) -> Response:
+    def track(reference: str, request: Request, runtime: RuntimeDep) -> Response:
         language = request_language(request)
         refused = too_many(request, language, "lookup", lookup_limit)
         if refused is not None:
             return refused
-        ticket = find_public_ticket(session, runtime, reference)
-        if ticket is None:
-            return not_found(request, language, reference)
-        commune = runtime.commune(ticket.commune)
-        shown = public_ticket(
-            ticket, history_of(session, ticket.id, public_only=True), commune, language
-        )
+        with runtime.read_sessions() as session:
+            ticket = find_public_ticket(session, runtime, reference)
+            if ticket is None:
+                return not_found(request, language, reference)
+            commune = runtime.commune(ticket.commune)
+            shown = public_ticket(
+                ticket, history_of(session, ticket.id, public_only=True), commune, language
+            )
         return pages.render(request, "track.html", language, cache="no-cache", ticket=shown)
 
     return router

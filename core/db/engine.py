@@ -18,10 +18,23 @@ def make_engine(url: str, **kwargs) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own BEGIN handling defers locks badly; take them at BEGIN.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+# Execution option of connections that only read (see Runtime.read_sessions).
+READ_ONLY = "vigie_read_only"
+
+
+def _sqlite_begin(connection) -> None:
+    # A writer takes the write lock at BEGIN, so that two writers never deadlock
+    # upgrading a read lock. A reader needs none: in WAL mode readers and the
+    # writer do not wait for each other, and GETs would otherwise queue behind
+    # every POST (polling in SQLite's busy handler).
+    read_only = connection.get_execution_options().get(READ_ONLY)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
