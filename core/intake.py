@@ -57,16 +57,18 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
             )
             return IntakeResult(joined, joined.ticket, created=False)
     record = _signal_record(signal, commune)
-    session.add(record)
     draft, drafted_by = runtime.pm.call_first(
         "draft_ticket", signal=signal, commune=commune, settings=runtime.settings
     )
     if draft is None:
         # An alert no connector of this commune turns into a ticket: kept, not lost.
+        session.add(record)
         session.flush()
         return IntakeResult(record, None, created=False)
     ticket = open_ticket(runtime, session, draft, commune, actor, drafted_by=drafted_by)
-    record.ticket = ticket  # back-populates ticket.signals
+    # Added with its ticket (back-populates ticket.signals): one INSERT, no UPDATE after.
+    record.ticket = ticket
+    session.add(record)
     notify.queue_for_new_ticket(runtime, session, ticket)
     events.after_commit(session, "ticket_created", ticket=ticket.snapshot(), commune=commune)
     return IntakeResult(record, ticket, created=True)
@@ -102,6 +104,8 @@ def open_ticket(
         answers=draft.answers,
         created_at=now,
         updated_at=now,
+        # A new ticket holds no signal yet: said so, its snapshots need no query.
+        signals=[],
     )
     session.add(ticket)
     session.flush()
