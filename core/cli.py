@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -53,25 +54,47 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="API processes sharing the port; with more than one they do not ingest "
+    "(run `vigie ingest` beside them)",
+)
 @pass_context
-def serve(context: Context, host: str, port: int) -> None:
+def serve(context: Context, host: str, port: int, workers: int) -> None:
     """Serve the configured area (upgrades an empty database itself)."""
-    _serve(context, host, port)
+    _serve(context, host, port, workers=workers)
 
 
-def _serve(context: Context, host: str, port: int, banner: list[str] | None = None) -> None:
+def _serve(
+    context: Context, host: str, port: int, banner: list[str] | None = None, workers: int = 1
+) -> None:
     import uvicorn
 
     from core.api.app import create_app
 
-    runtime = _open(context)
-    app = create_app(runtime=runtime)
+    runtime = _open(context)  # configuration and schema checked once, here
+    app = create_app(runtime=runtime) if workers == 1 else None
     click.echo(f"Vigie serving {runtime.area.name} ({len(runtime.area.communes)} communes)")
     click.echo(f"Database: {runtime.engine.url.render_as_string(hide_password=True)} ({runtime.schema})")
     for line in banner or []:
         click.echo(line)
     click.echo(f"Open http://{host}:{port}/docs  (API at http://{host}:{port}/api/v1)")
-    uvicorn.run(app, host=host, port=port, log_level=context.settings.log_level.lower())
+    log_level = context.settings.log_level.lower()
+    if app is not None:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return
+    # Each process builds its app from the same environment; ingestion (an
+    # embedded broker on one port) stays out of them.
+    runtime.close()
+    click.echo(f"{workers} API processes; sensor ingestion: run `vigie ingest` beside them")
+    os.environ["VIGIE_INGEST__ENABLED"] = "false"
+    uvicorn.run(
+        "core.api.app:create_app", factory=True, workers=workers,
+        host=host, port=port, log_level=log_level,
+    )  # fmt: skip
 
 
 def _open(context: Context, prepare_schema: bool = True):
