@@ -54,7 +54,10 @@ def queue_notifications(
             if notification.commune != ticket.commune:
                 log.error(
                     'plugin "%s" composed a message of commune %s for ticket %s of %s; dropped',
-                    plugin, notification.commune, ticket.reference, ticket.commune,
+                    plugin,
+                    notification.commune,
+                    ticket.reference,
+                    ticket.commune,
                 )
                 continue
             queued.append(outbox.queue(session, notification, ticket.id))
@@ -77,9 +80,4 @@ def queue_for_new_ticket(runtime: Runtime, session: Session, ticket: Ticket) -> 
 
 def _anyone_composes(runtime: Runtime, commune) -> bool:
     # Skip the snapshots on the hot intake path when no plugin would read them.
-    if commune is None:
-        return False
-    return any(
-        runtime.pm.is_enabled(impl.plugin_name, commune)
-        for impl in runtime.pm.hook.compose_notifications.get_hookimpls()
-    )
+    return commune is not None and runtime.pm.implemented_for(HOOK, commune)

@@ -68,6 +68,14 @@ class VigiePluginManager(pluggy.PluginManager):
         self.builtin_names: set[str] = set()
         self.versions: dict[str, str | None] = {}
 
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self.__dict__.pop("_implemented_cache", None)
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        self.__dict__.pop("_implemented_cache", None)
+        return super().unregister(plugin, name)
+
     def settings_model(self, name: str) -> type | None:
         """The pydantic model a plugin declares as its ``Settings`` attribute."""
         plugin = self.get_plugin(name)
@@ -90,6 +98,15 @@ class VigiePluginManager(pluggy.PluginManager):
             ):
                 continue
             yield impl
+
+    def implemented_for(self, hook_name: str, commune: Commune | None) -> bool:
+        """Whether any plugin ``commune`` enables implements ``hook_name``: callers
+        skip building costly arguments (snapshots) for hooks nobody listens to."""
+        key = (hook_name, commune.slug if commune is not None else None)
+        cache = self.__dict__.setdefault("_implemented_cache", {})
+        if key not in cache:
+            cache[key] = next(self._impls(hook_name, commune), None) is not None
+        return cache[key]
 
     def _call_one(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
@@ -188,7 +205,11 @@ def get_plugin_manager(
         pm.versions[entry_point.name] = dist.version if dist is not None else None
     for plugin in extra_plugins:
         # A module registers under the name after its last dot, as built-ins do.
-        name = getattr(plugin, "name", None) or getattr(plugin, "__name__", "").rsplit(".", 1)[-1] or None
+        name = (
+            getattr(plugin, "name", None)
+            or getattr(plugin, "__name__", "").rsplit(".", 1)[-1]
+            or None
+        )
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, lazyload
 
@@ -99,6 +99,7 @@ class AlertDesk:
             self.session, (i.alert.idempotency_key for i in items if i.alert.idempotency_key)
         )
         self.index.load({item.alert.device_id for item in items})
+        self._prefetch_tickets(self.index.ticket_ids())
         self.storms.prepare(
             [
                 (item.commune, item.alert, key)
@@ -193,6 +194,19 @@ class AlertDesk:
             self._tickets[record.ticket_id] = ticket
         return ticket
 
+    def _prefetch_tickets(self, ticket_ids: set[int]) -> None:
+        # One query for the batch's tickets instead of one per repeated alert;
+        # not their signals (an incident's are thousands).
+        wanted = sorted(ticket_ids - self._tickets.keys())
+        for start in range(0, len(wanted), 500):
+            query = (
+                select(Ticket)
+                .where(Ticket.id.in_(wanted[start : start + 500]))
+                .options(lazyload(Ticket.signals))
+            )
+            for ticket in self.session.scalars(query):
+                self._tickets[ticket.id] = ticket
+
     def _note_attached(self, ticket: Ticket, commune: Commune, alert: Alert) -> None:
         entry = self._attached.setdefault(id(ticket), (ticket, commune, []))
         entry[2].append(alert)
@@ -263,6 +277,8 @@ class AlertDesk:
         for ticket, commune, alerts in self._attached.values():
             if ticket.id in self._created:
                 continue  # its ticket_created event tells of every alert it holds
+            if not self.runtime.pm.implemented_for("signal_attached", commune):
+                continue  # the snapshot would load every signal of the ticket for nobody
             snapshot = ticket.snapshot()
             for alert in alerts:
                 events.after_commit(

@@ -109,6 +109,10 @@ class SignalIndex:
                 if record.ticket_id is not None:
                     self._status[record.ticket_id] = status
 
+    def ticket_ids(self) -> set[int]:
+        """The tickets of the loaded signals."""
+        return set(self._status)
+
     def add(self, record: SignalRecord) -> None:
         self._signals[(record.device_id, record.condition)].append(record)
 
