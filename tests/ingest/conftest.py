@@ -241,8 +241,8 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Callable[..., PrivateMosquitto
         directory = tmp_path / f"mosquitto-{len(started)}"
         directory.mkdir()
         broker = PrivateMosquitto(directory, extra_config)
+        started.append(broker)  # stopped at the end even if it fails to answer
         broker.start()
-        started.append(broker)
         return broker
 
     yield start
