@@ -139,6 +139,9 @@ def test_demo_serves_the_example_area_with_demo_tickets(tmp_path):
             "VIGIE_DATABASE_URL": f"sqlite:///{database}",
             "VIGIE_LOG_LEVEL": "WARNING",
             "VIGIE_DATA_DIR": str(tmp_path / "data"),
+            # Its own embedded broker, not the machine's: the demo's sensor burst stays here.
+            "VIGIE_INGEST__EMBEDDED_PORT": str(_free_port()),
+            "VIGIE_INGEST__CLIENT_ID": f"vigie-demo-test-{port}",
         },
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -167,6 +170,8 @@ def test_demo_serves_the_example_area_with_demo_tickets(tmp_path):
             f"http://127.0.0.1:{port}/api/v1/tickets", params=citizen_channels, headers=headers
         ).json()
         assert page["total"] == 40, "the demo's residents' tickets (sensor ones come on top)"
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+        assert ready["checks"]["mqtt"].startswith("connected"), ready
         communes = httpx.get(f"http://127.0.0.1:{port}/api/v1/communes", headers=headers).json()
         assert {c["slug"] for c in communes} >= {"clermont-ferrand", "chamalieres", "aubiere"}
     finally:
