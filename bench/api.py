@@ -16,7 +16,9 @@ One run, everything on 127.0.0.1, bounded in requests and in time:
    ingestion off, the outbox worker idle during the run), and a bare FastAPI
    app served by uvicorn the same way, the **ceiling**: what one process of
    this machine serves when the handler does nothing;
-3. **load**: ``--concurrency`` clients (httpx, asyncio, keep-alive) send
+3. **load**: ``--concurrency`` keep-alive connections (a lean asyncio HTTP/1.1
+   client in this process: httpx costs more CPU per request than the bare
+   endpoint, and would be what is measured) send
    - ``POST /ping`` and ``GET /ping`` to the bare app,
    - Open311 ``POST requests.json`` (form-encoded, an integration api_key,
      a category with its required attributes, a point, half with an email),
@@ -29,7 +31,8 @@ One run, everything on 127.0.0.1, bounded in requests and in time:
 
 The rate limits of the example area's Open311 sections are raised for the run
 (every request comes from 127.0.0.1) but still counted. ``--profile`` runs
-the server under py-spy (if installed) and writes a flame graph per phase.
+the server under py-spy (if installed) and writes its samples per phase, as
+collapsed stacks (``flamegraph.pl`` or speedscope draw them).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 
@@ -306,7 +310,7 @@ def seed(runtime, count: int, rng: random.Random) -> Seeded:
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"(SELECT max(id) FROM {table}))"
                 ))  # fmt: skip
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with engine.begin() as connection:  # planner statistics, as autovacuum would gather
         connection.execute(text("ANALYZE"))
     return Seeded(count, time.perf_counter() - started, references)
 
@@ -362,14 +366,19 @@ class Server:
         raise RuntimeError(f"{self.name} did not answer on {self.url}{ready_path}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (Linux)."""
+        """User + system CPU time so far of the server's processes (its process
+        group: the workers too), Linux only."""
         if self.process is None:
             return 0.0
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.process.pid:  # the process group
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def profile(self, output: Path) -> None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -377,7 +386,7 @@ class Server:
             return
         self.profiler = subprocess.Popen(
             [spy, "record", "--pid", str(self.process.pid), "--output", str(output),
-             "--rate", "250", "--nonblocking"],
+             "--rate", "250", "--nonblocking", "--format", "raw"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -425,6 +434,15 @@ class Phase:
     expect: tuple[int, ...] = (200,)
 
 
+def run_loop(coroutine: Any) -> Any:
+    """Run on uvloop when installed (uvicorn uses it too), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return math.nan
@@ -432,46 +450,114 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def drive(phase: Phase, concurrency: int, warmup: int) -> dict[str, Any]:
-    """Send ``phase.requests`` requests (at most ``phase.seconds``) from ``concurrency``
-    clients; the first ``warmup`` are not counted."""
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request, then its whole response.
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    A client of a few lines on asyncio streams: httpx spends more CPU per
+    request than a bare FastAPI endpoint does, and on two cores the load
+    generator must not be what is measured.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, body: bytes | None) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        assert self.reader is not None
+        head = f"{method} {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nAccept: */*\r\n"
+        if body is not None:
+            head += (
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n"
+            )
+        self.writer.write(head.encode("ascii") + b"\r\n" + (body or b""))
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines[1:] if line)
+        }
+        if "content-length" in fields:
+            await self.reader.readexactly(int(fields["content-length"]))
+        elif fields.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+def encoded(kwargs: dict[str, Any], path: str) -> tuple[str, bytes | None]:
+    """The request target (with ``params``) and the form body (``data``)."""
+    target = path
+    if kwargs.get("params"):
+        target += "?" + urlencode(kwargs["params"], doseq=True)
+    data = kwargs.get("data")
+    return target, (urlencode(data, doseq=True).encode() if data is not None else None)
+
+
+async def drive(phase: Phase, concurrency: int, warmup: int) -> dict[str, Any]:
+    """Send ``phase.requests`` requests (at most ``phase.seconds``) over ``concurrency``
+    keep-alive connections; the first ``warmup`` are not counted."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     failures: Counter[str] = Counter()
     issued = 0
+    connections = [Connection(phase.server.port) for _ in range(concurrency)]
 
-    async with httpx.AsyncClient(base_url=phase.server.url, limits=limits, timeout=60) as client:
-
-        async def one(i: int, record: bool) -> None:
-            method, path, kwargs = phase.make_request(i)
-            started = time.perf_counter()
-            try:
-                response = await client.request(method, path, **kwargs)
-            except httpx.HTTPError as error:
-                failures[type(error).__name__] += 1
-                return
-            elapsed = time.perf_counter() - started
-            if record:
-                latencies.append(elapsed)
-                statuses[response.status_code] += 1
-
-        await asyncio.gather(*(one(i, False) for i in range(min(warmup, concurrency * 4))))
-        stop_at = time.monotonic() + phase.seconds
-
-        async def worker() -> None:
-            nonlocal issued
-            while issued < phase.requests and time.monotonic() < stop_at:
-                issued += 1
-                await one(warmup + issued, True)
-
-        cpu_before, busy_before = phase.server.cpu_seconds(), machine_busy()
+    async def one(connection: Connection, i: int, record: bool) -> None:
+        method, path, kwargs = phase.make_request(i)
+        target, body = encoded(kwargs, path)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        cpu_after, busy_after = phase.server.cpu_seconds(), machine_busy()
+        try:
+            status = await connection.request(method, target, body)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+            failures[type(error).__name__] += 1
+            await connection.close()
+            return
+        if record:
+            latencies.append(time.perf_counter() - started)
+            statuses[status] += 1
+
+    for start in range(0, warmup, concurrency):
+        await asyncio.gather(
+            *(one(c, start + n, False) for n, c in enumerate(connections[: warmup - start]))
+        )
+    stop_at = time.monotonic() + phase.seconds
+
+    async def worker(connection: Connection) -> None:
+        nonlocal issued
+        while issued < phase.requests and time.monotonic() < stop_at:
+            issued += 1
+            await one(connection, warmup + issued, True)
+
+    cpu_before, busy_before = phase.server.cpu_seconds(), machine_busy()
+    started = time.perf_counter()
+    # Bounded even if the server stops answering: a minute past the phase's time.
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(worker(c) for c in connections)), phase.seconds + 60
+        )
+    except TimeoutError:
+        failures["TimeoutError"] += 1
+    elapsed = time.perf_counter() - started
+    cpu_after, busy_after = phase.server.cpu_seconds(), machine_busy()
+    for connection in connections:
+        await connection.close()
     latencies.sort()
     done = len(latencies)
     unexpected = sum(n for code, n in statuses.items() if code not in phase.expect)
@@ -588,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heavy-gets", type=int, default=200, help="GETs with spec defaults")
     parser.add_argument("--seconds", type=float, default=30, help="time limit of each phase")
     parser.add_argument("--workers", type=int, default=1, help="vigie serve --workers")
-    parser.add_argument("--profile", help="write py-spy flame graphs (SVG) into this folder")
+    parser.add_argument("--profile", help="write py-spy samples (collapsed stacks) here")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -659,8 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, phase in enumerate(phases):
             if args.profile and phase.server is app:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
-                app.profile(Path(args.profile) / f"{args.database}-{index}.svg")
-            result = asyncio.run(drive(phase, args.concurrency, warmup=100))
+                app.profile(Path(args.profile) / f"{args.database}-{index}.txt")
+            result = run_loop(drive(phase, args.concurrency, warmup=100))
             app.stop_profile()
             results.append(result)
             print(show([result]).split("\n", 1)[1], flush=True)
