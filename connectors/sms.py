@@ -66,7 +66,7 @@ from core.errors import InvalidInput
 from core.hookspecs import hookimpl
 from core.intake import accept_signal
 from core.outbox import queue
-from core.ratelimit import RateLimit, TokenBuckets, retry_after
+from core.ratelimit import RateLimit, TokenBuckets, client_address, retry_after
 from core.runtime import Runtime
 from core.settings import Settings as PlatformSettings
 from core.signals import Location, Notification, Report, Reporter
@@ -138,6 +138,9 @@ class Settings(BaseModel):
     # Conversations and message ids (phone numbers: personal data) kept this long.
     retention_days: int = Field(default=30, ge=1, le=3650)
     per_sender: RateLimit = RateLimit(per_minute=4, burst=8)
+    # Requests per client address, checked before the body is read: the gateway
+    # sends from a few addresses, far below this; a flood from elsewhere is not.
+    per_address: RateLimit = RateLimit(per_minute=1200, burst=300)
 
     @field_validator("api_url")
     @classmethod
@@ -279,6 +282,10 @@ def build_router() -> APIRouter:
             if found is None or not found.enables(PLUGIN):
                 raise Refused(404, f"no SMS channel for commune {commune!r}")
             settings: Settings = found.plugin_config(PLUGIN)
+            _limit(
+                buckets, ("address", found.slug, client_address(request)), settings.per_address,
+                "requests from this address",
+            )  # fmt: skip
             raw = await _read_body(request)
             _authenticate(request, raw, settings)
             sms = _parse(raw, request.headers.get("content-type", ""), settings)
@@ -390,12 +397,17 @@ def _field(data: dict[str, Any], path: str) -> str | None:
     return str(value).strip()
 
 
-def _limit(buckets: TokenBuckets, key: tuple[str, str], limit: RateLimit) -> None:
+def _limit(
+    buckets: TokenBuckets,
+    key: tuple[str, ...],
+    limit: RateLimit,
+    what: str = "SMS from this number",
+) -> None:
     wait = buckets.take(key, limit)
     if wait > 0:
         seconds = retry_after(wait)
         raise Refused(
-            429, f"too many SMS from this number; try again in {seconds} s",
+            429, f"too many {what}; try again in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
 

@@ -1,11 +1,13 @@
 """Rate limits: core's token buckets, and what a resident meets on the public web
 form when one address sends too much: a 429 page in their language, with
-Retry-After, and nothing stored."""
+Retry-After, and nothing stored; the SMS webhook's limit per address."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -74,7 +76,21 @@ def test_open311_uses_cores_buckets():
     assert Open311RateLimit is RateLimit and Open311Buckets is TokenBuckets
 
 
-# --- On the web form -------------------------------------------------------------------
+# --- On the public endpoints -------------------------------------------------------------
+
+
+@pytest.fixture
+def vigie_config_dir(tmp_path: Path) -> Path:
+    """The example area; Clermont-Ferrand's SMS webhook takes two calls per address."""
+    config = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", config)
+    clermont = config / "communes" / "clermont-ferrand.toml"
+    text = clermont.read_text(encoding="utf-8")
+    assert "[plugins.sms]\n" in text
+    limited = "[plugins.sms]\nper_address = { per_minute = 1, burst = 2 }\n"
+    clermont.write_text(text.replace("[plugins.sms]\n", limited), encoding="utf-8")
+    return config
+
 
 CLF = "clermont-ferrand"
 LITTER = {
@@ -131,3 +147,27 @@ def test_tracking_pages_beyond_the_address_limit_get_429(vigie_api):
     assert "Too many requests" in refused.text
     # The form itself is not limited: a resident can still fill it in.
     assert vigie_api.client.get("/").status_code == 200
+
+
+def test_the_sms_webhook_refuses_a_flood_from_one_address_before_reading_it(vigie_api):
+    from connectors.sms_models import SmsInboundMessage
+
+    runtime = vigie_api.runtime
+    secret = runtime.commune(CLF).plugin_config("sms").inbound_secret.get_secret_value()
+
+    def texted(number: int):
+        body = {"from": f"+3361234567{number}", "text": "Tag au 12 rue Blatin",
+                "message_id": f"m{number}"}  # fmt: skip
+        return vigie_api.client.post(
+            f"/sms/inbound/{CLF}", json=body, headers={"X-Vigie-Secret": secret}
+        )
+
+    assert [texted(n).status_code for n in range(2)] == [200, 200]
+    with runtime.sessions() as session:
+        before = session.scalar(select(func.count()).select_from(SmsInboundMessage))
+    refused = texted(2)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "60"
+    assert refused.json() == {"error": "too many requests from this address; try again in 60 s"}
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(SmsInboundMessage)) == before
