@@ -122,7 +122,9 @@ class VigieApi:
             session.commit()
         return plaintext
 
-    def headers(self, role: str = "admin", communes: tuple[str, ...] | list[str] = ("all",)) -> dict:
+    def headers(
+        self, role: str = "admin", communes: tuple[str, ...] | list[str] = ("all",)
+    ) -> dict:
         return {"Authorization": f"Bearer {self.token(role, communes)}"}
 
 
@@ -132,3 +134,44 @@ def vigie_api(vigie_app, vigie_runtime) -> Iterator[VigieApi]:
 
     with TestClient(vigie_app, raise_server_exceptions=False) as client:
         yield VigieApi(client, vigie_runtime)
+
+
+# --- Sample messages ----------------------------------------------------------
+
+_REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DIRS = (_REPO / "tests" / "samples", _REPO.parent / "shared" / "samples")
+
+
+@dataclass(frozen=True)
+class SampleMessage:
+    """A real-format message: the MQTT topic and the payload's bytes as published."""
+
+    topic: str
+    payload: bytes
+    note: str = ""
+
+
+def sample_message(name: str) -> SampleMessage:
+    """Load ``name`` (e.g. ``"ttn-v3/water-leak.json"``) from the project's own
+    samples (``tests/samples``) or the shared ones beside the repository.
+
+    Files hold ``topic``, ``payload`` and ``note``; a file that is not JSON
+    (a truncated message) is the payload itself. Skips the test when the
+    sample is nowhere to be found.
+    """
+    import json
+
+    for folder in SAMPLE_DIRS:
+        path = folder / name
+        if path.is_file():
+            break
+    else:
+        pytest.skip(f"sample {name} not found in {', '.join(str(d) for d in SAMPLE_DIRS)}")
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return SampleMessage(topic="", payload=raw, note="not JSON: the payload as it came")
+    payload = data["payload"]
+    body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+    return SampleMessage(topic=data["topic"], payload=body, note=data.get("note", ""))

@@ -7,7 +7,6 @@ import copy
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,9 +17,8 @@ from connectors.mapping import ValueMap
 from core.config import Category, Commune
 from core.envelopes import unwrap
 from core.signals import Alert, DeviceInfo, Location, Reading, Uplink
+from core.testing import sample_message
 
-SHARED_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "samples"
-OWN_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 T0 = datetime(2026, 11, 24, 9, 12, tzinfo=UTC)
 CONNECTOR = parking.ParkingConnector()
 STATIONNEMENT = Category(code="stationnement", name="Stationnement gênant", group="Voirie")
@@ -44,13 +42,8 @@ def device(device_id: str = "PK-CHAM-0032", **extra: object) -> DeviceInfo:
 
 
 def sample(name: str, received_at: datetime) -> Uplink:
-    path = OWN_SAMPLES / name
-    if not path.exists():
-        if not SHARED_SAMPLES.is_dir():
-            pytest.skip(f"the shared samples are not at {SHARED_SAMPLES.resolve()}")
-        path = SHARED_SAMPLES / name
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return unwrap(data["topic"], json.dumps(data["payload"]).encode(), received_at)
+    message = sample_message(name)
+    return unwrap(message.topic, message.payload, received_at)
 
 
 def uplink(payload: dict, at: datetime, tags: dict | None = None) -> Uplink:

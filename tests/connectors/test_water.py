@@ -8,7 +8,6 @@ import copy
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,9 +19,8 @@ from connectors.mapping import ReadingRule, ValueMap
 from core.config import Category, Commune
 from core.envelopes import EnvelopeError, unwrap
 from core.signals import Alert, DeviceInfo, Location, Reading, Report, Uplink
+from core.testing import sample_message
 
-SHARED_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "samples"
-OWN_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 CONNECTOR = water.WaterConnector()
 EAU = Category(code="eau-assainissement", name="Eau et assainissement", group="Eau")
@@ -46,13 +44,8 @@ def device(device_id: str = "wm-000451", **extra: object) -> DeviceInfo:
 
 
 def sample(name: str, received_at: datetime = NOW) -> Uplink:
-    path = OWN_SAMPLES / name
-    if not path.exists():
-        if not SHARED_SAMPLES.is_dir():
-            pytest.skip(f"the shared samples are not at {SHARED_SAMPLES.resolve()}")
-        path = SHARED_SAMPLES / name
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return unwrap(data["topic"], json.dumps(data["payload"]).encode(), received_at)
+    message = sample_message(name)
+    return unwrap(message.topic, message.payload, received_at)
 
 
 def uplink(payload: dict, received_at: datetime = NOW) -> Uplink:
@@ -133,15 +126,13 @@ def test_izar_backflow_from_wmbusmeters() -> None:
 
 
 def test_wrong_types_sample_is_refused_naming_the_field() -> None:
-    if not SHARED_SAMPLES.is_dir():
-        pytest.skip(f"the shared samples are not at {SHARED_SAMPLES.resolve()}")
-    data = json.loads((SHARED_SAMPLES / "bad" / "wrong-types.json").read_text(encoding="utf-8"))
+    message = sample_message("bad/wrong-types.json")
     with pytest.raises(
         EnvelopeError, match=r"^end_device_ids\.device_id: expected a string, got 451$"
     ):
-        unwrap(data["topic"], json.dumps(data["payload"]).encode(), NOW)
+        unwrap(message.topic, message.payload, NOW)
     # Even with a valid device id, the decoded payload makes no sense.
-    decoded = data["payload"]["uplink_message"]["decoded_payload"]
+    decoded = json.loads(message.payload)["uplink_message"]["decoded_payload"]
     with pytest.raises(ValueError, match=r"^leakage: expected true or false, got 'maybe'$"):
         run(uplink(decoded))
     with pytest.raises(ValueError, match=r"^current_volume_m3: expected a number, got 'a lot'$"):
