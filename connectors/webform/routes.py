@@ -361,26 +361,29 @@ def build_router(
             return details_page(request, language, commune, category, values, problems, token)
         report = checked.report
         choice = first(values, FOLLOW)
-        with runtime.sessions() as session:
+        # Looking takes no write lock (SQLite): the answer may only be a page.
+        offers = []
+        with runtime.read_sessions() as session:
             done = session.scalar(
                 select(SignalRecord).where(SignalRecord.idempotency_key == report.idempotency_key)
             )
             if done is not None and done.ticket is not None:  # sent twice: one report
                 followed = done.ticket.signals[0].id != done.id
                 return receipt_redirect(done.ticket.reference, language, followed)
-            offers = []
             if choice != NEW:
                 offers = similar_open_tickets(session, commune, category.code, report.location)
-            chosen = next((o.ticket for o in offers if o.ticket.reference == choice), None)
-            if offers and chosen is None:
-                if choice:  # the ticket chosen was closed meanwhile
-                    problems["form"] = _("follow.gone")
-                if photo is not None and nonce:
-                    pending_photos.keep(nonce, photo)
-                return follow_page(request, language, commune, category, values, offers, problems)
+        chosen = next((o.ticket.id for o in offers if o.ticket.reference == choice), None)
+        if offers and chosen is None:
+            if choice:  # the ticket chosen was closed meanwhile
+                problems["form"] = _("follow.gone")
+            if photo is not None and nonce:
+                pending_photos.keep(nonce, photo)
+            return follow_page(request, language, commune, category, values, offers, problems)
+        with runtime.sessions() as session:
             try:
                 if chosen is not None:
-                    result = attach_report(runtime, session, chosen, report, ACTOR)
+                    followed_ticket = session.get(Ticket, chosen)
+                    result = attach_report(runtime, session, followed_ticket, report, ACTOR)
                 else:
                     result = accept_signal(runtime, session, report, ACTOR)
             except Conflict:
