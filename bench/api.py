@@ -533,7 +533,12 @@ async def drive(phase: Phase, concurrency: int, warmup: int) -> dict[str, Any]:
             latencies.append(time.perf_counter() - started)
             statuses[status] += 1
 
-    for start in range(0, warmup, concurrency):
+    # Connections opened one after the other: opened at once, they would all be
+    # accepted by the first worker process to wake (asyncio accepts a whole backlog).
+    for n, connection in enumerate(connections):
+        await one(connection, n, False)
+        await asyncio.sleep(0.01)
+    for start in range(concurrency, warmup, concurrency):
         await asyncio.gather(
             *(one(c, start + n, False) for n, c in enumerate(connections[: warmup - start]))
         )
