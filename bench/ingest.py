@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import getpass
 import hashlib
 import json
@@ -47,6 +48,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,7 @@ def publisher_main(
             "sent_at": sent_at,
             "elapsed": elapsed,
             "count": len(batch),
+            "digests": Counter(digest(m.payload) for m in batch),
             "purposes": dict(simulation.counts),
         }
     )
@@ -251,11 +255,15 @@ def bare_subscriber_rate(url: str, topics: list[str], sim_args: dict, messages: 
 class TimedPipeline:
     """The real pipeline; notes when each message's batch was committed."""
 
-    def __init__(self, runtime, profiler: cProfile.Profile | None = None) -> None:
+    def __init__(
+        self, runtime, profiler: cProfile.Profile | None = None, count_digests: bool = False
+    ) -> None:
         from core.ingest.pipeline import IngestPipeline
 
         self.pipeline = IngestPipeline(runtime)
         self.profiler = profiler
+        # Each message's digest, as often as it was stored (payloads may repeat).
+        self.digests: Counter[bytes] | None = Counter() if count_digests else None
         self.committed_at: dict[bytes, float] = {}
         self.processed = 0
         self.first_batch = 0.0
@@ -281,6 +289,8 @@ class TimedPipeline:
         self.batch_seconds.append(self.last_commit - started)
         for message in messages:
             self.committed_at[digest(message.payload)] = now
+        if self.digests is not None:
+            self.digests.update(digest(message.payload) for message in messages)
         self.processed += len(messages)
         if self.outcome is None:
             self.outcome = BatchOutcome()
@@ -288,31 +298,35 @@ class TimedPipeline:
         return outcome
 
 
-def open_bench_runtime(database: str, workdir: Path, batch_size: int | None = None):
+def bench_database(database: str, workdir: Path) -> tuple[str, Callable[[], None] | None]:
+    """The database URL of the run (a SQLite file, or a PostgreSQL schema of its
+    own) and what drops it afterwards."""
+    if database == "sqlite":
+        return f"sqlite:///{workdir / 'bench.db'}", None
+    base = os.environ.get("VIGIE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def cleanup() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}", cleanup
+
+
+def open_bench_runtime(database_url: str, workdir: Path, batch_size: int | None = None):
     from core.plugin_manager import get_plugin_manager
     from core.runtime import open_runtime
 
-    if database == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        cleanup = None
-    else:
-        base = os.environ.get("VIGIE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-
-        def cleanup() -> None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
-
-    settings = Settings(database_url=url, config_dir=REPO / "config", data_dir=workdir / "data")
+    settings = Settings(
+        database_url=database_url, config_dir=REPO / "config", data_dir=workdir / "data"
+    )
     if batch_size:
         settings.ingest = settings.ingest.model_copy(update={"batch_size": batch_size})
-    runtime = open_runtime(settings, get_plugin_manager(settings))
-    return runtime, cleanup
+    return open_runtime(settings, get_plugin_manager(settings))
 
 
 class Telemetry:
@@ -368,13 +382,16 @@ def import_registry(runtime, simulation: Simulation) -> float:
     return time.monotonic() - started
 
 
-def make_ingestor(runtime, pipeline, url: str, topics: list[str], client_id: str) -> MqttIngestor:
+def make_ingestor(
+    runtime, pipeline, url: str, topics: list[str], client_id: str, shared_group: str | None = None
+) -> MqttIngestor:
     return MqttIngestor(
         runtime,
         pipeline,
         url,
         topics,
         client_id,
+        shared_group,
         options=runtime.settings.ingest.model_copy(update={"session_expiry_seconds": 600}),
     )
 
@@ -632,6 +649,316 @@ def vigie_storm(runtime, url, topics, sim_args) -> dict:
     }
 
 
+# --- Several ingest processes (--processes N) ------------------------------------------
+
+
+def ingest_process_main(conn, spec: dict[str, Any]) -> None:
+    """One ingest process, as ``vigie ingest`` runs it: a runtime of its own on the
+    bench database, an MqttIngestor in the shared-subscription group. Driven by
+    the parent over ``conn``: "prime" (subscribe, then go offline, leaving the
+    session subscribed), "run" (ingest; progress sent while running), "stop"
+    (stop, send back what was measured)."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(levelname)s {spec['client_id']} %(name)s: %(message)s",
+    )
+    runtime = open_bench_runtime(spec["database_url"], Path(spec["workdir"]), spec["batch_size"])
+
+    def ingestor_for(pipeline) -> MqttIngestor:
+        return make_ingestor(
+            runtime, pipeline, spec["url"], spec["topics"], spec["client_id"], spec["group"]
+        )
+
+    try:
+        conn.send(("opened", None))
+        while True:
+            command = conn.recv()
+            if command == "prime":
+                primer = ingestor_for(TimedPipeline(runtime))
+                primer.start()
+                subscribed = primer.wait_ready(10)
+                primer.stop()
+                conn.send(("primed", subscribed and primer.counters.subscribe_failures == 0))
+            elif command == "run":
+                pipeline = TimedPipeline(runtime, count_digests=True)
+                ingestor = ingestor_for(pipeline)
+                started = time.monotonic()  # system-wide on Linux: comparable across processes
+                ingestor.start()
+                conn.send(("ready", ingestor.wait_ready(10)))
+                reported = -1
+                while not conn.poll(0.05):
+                    if pipeline.processed != reported:
+                        reported = pipeline.processed
+                        conn.send(("progress", reported))
+                conn.recv()  # "stop"
+                ingestor.stop()
+                close_telemetry()
+                outcome = pipeline.outcome
+                counts = {name: getattr(outcome, name, 0) for name in OUTCOME_COUNTS}
+                conn.send(
+                    (
+                        "result",
+                        {
+                            "client_id": spec["client_id"],
+                            "started": started,
+                            "last_commit": pipeline.last_commit,
+                            "processed": pipeline.processed,
+                            "batch_seconds": pipeline.batch_seconds,
+                            "committed_at": pipeline.committed_at,
+                            "digests": pipeline.digests,
+                            "tickets_created": len(outcome.tickets_created) if outcome else 0,
+                            **counts,
+                            "counters": dataclasses.asdict(ingestor.counters),
+                        },
+                    )
+                )
+                return
+    finally:
+        runtime.close()
+        conn.close()
+
+
+def close_telemetry() -> None:
+    """Write the readings the influxdb plugin still buffers while the process is
+    whole (its exit hook runs after the HTTP client's thread pool is shut down)."""
+    influxdb = sys.modules.get("plugins.influxdb")
+    if influxdb is not None:
+        influxdb.close_writers()
+
+
+OUTCOME_COUNTS = ("accepted", "alerts", "readings", "dead_letters", "duplicates")
+
+
+class IngestProcesses:
+    """``count`` ingest processes (spawned) in one shared-subscription group."""
+
+    def __init__(self, count: int, spec: dict[str, Any], role: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.group = f"bench-{role}-{uuid.uuid4().hex[:6]}"
+        self.names: list[str] = []
+        self.conns = []
+        self.processes = []
+        self.progress = [0] * count
+        for n in range(count):
+            name = f"{self.group}-{n}"
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=ingest_process_main,
+                args=(child, {**spec, "client_id": name, "group": self.group}),
+                name=name,
+                daemon=True,
+            )
+            process.start()
+            child.close()
+            self.names.append(name)
+            self.conns.append(parent)
+            self.processes.append(process)
+
+    def _receive(self, n: int, kind: str, timeout: float) -> Any:
+        """The next ``kind`` message of process ``n`` (progress noted on the way)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.conns[n].poll(remaining):
+                raise RuntimeError(f"ingest process {self.names[n]}: no {kind!r} in {timeout} s")
+            try:
+                got, value = self.conns[n].recv()
+            except EOFError:
+                code = self.processes[n].exitcode
+                raise RuntimeError(f"ingest process {self.names[n]} ended (exit {code})") from None
+            if got == "progress":
+                self.progress[n] = value
+            elif got == kind:
+                return value
+
+    def _all(self, command: str | None, kind: str, timeout: float) -> list[Any]:
+        if command is not None:
+            for conn in self.conns:  # all first: the processes start together
+                conn.send(command)
+        return [self._receive(n, kind, timeout) for n in range(len(self.conns))]
+
+    def opened(self) -> None:
+        self._all(None, "opened", 120)
+
+    def prime(self) -> bool:
+        return all(self._all("prime", "primed", 30))
+
+    def run(self) -> bool:
+        return all(self._all("run", "ready", 30))
+
+    def processed(self) -> int:
+        for n, conn in enumerate(self.conns):
+            while conn.poll():
+                kind, value = conn.recv()
+                if kind == "progress":
+                    self.progress[n] = value
+        return sum(self.progress)
+
+    def stop(self) -> list[dict[str, Any]]:
+        results = self._all("stop", "result", 120)
+        for process in self.processes:
+            process.join(30)
+        return results
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(10)
+
+
+def spawn_ingest_processes(count: int, spec: dict[str, Any], role: str) -> IngestProcesses:
+    processes = IngestProcesses(count, spec, role)
+    try:
+        processes.opened()
+    except BaseException:
+        processes.close()
+        raise
+    return processes
+
+
+def stored_rows(runtime) -> dict[str, int]:
+    """Tickets and dead letters in the database: what the processes say they
+    stored must be there."""
+    from core.db.models import Ticket
+    from core.db.sensor_models import DeadLetter
+
+    with runtime.sessions() as session:
+        return {
+            "tickets_created": session.scalar(select(func.count()).select_from(Ticket)),
+            "dead_letters": session.scalar(select(func.count()).select_from(DeadLetter)),
+        }
+
+
+def exactly_once(results: list[dict[str, Any]], published: dict[str, Any]) -> dict[str, Any]:
+    """Every message published stored once, by one process or another: the
+    digests of the messages the processes committed against those the publisher
+    sent, as multisets (a few payloads repeat: junk, identical readings)."""
+    stored: Counter[bytes] = Counter()
+    for result in results:
+        stored.update(result["digests"])
+    sent: Counter[bytes] = published["digests"]
+    missing = sum((sent - stored).values())
+    extra = sum((stored - sent).values())
+    return {
+        "published": published["count"],
+        "stored": stored.total(),
+        "missing": missing,
+        "stored_twice": extra,
+        "redelivered": sum(r["counters"]["redelivered"] for r in results),
+        "ok": missing == 0 and extra == 0 and stored.total() == published["count"],
+    }
+
+
+def aggregate(results: list[dict[str, Any]], before: dict, after: dict) -> dict[str, Any]:
+    """What the processes did together."""
+    started = min(r["started"] for r in results)
+    last_commit = max(r["last_commit"] for r in results)
+    processed = sum(r["processed"] for r in results)
+    batch_seconds = [s for r in results for s in r["batch_seconds"]]
+    seconds = last_commit - started
+    counts = {name: sum(r[name] for r in results) for name in OUTCOME_COUNTS}
+    return {
+        "processes": len(results),
+        "messages": processed,
+        "per_process": [r["processed"] for r in results],
+        "seconds": round(seconds, 3),
+        "rate": round(processed / seconds) if seconds > 0 else 0,
+        "batches": len(batch_seconds),
+        "batch_ms_p50": round(statistics.median(batch_seconds or [0]) * 1000, 1),
+        **counts,
+        "tickets_created": sum(r["tickets_created"] for r in results),
+        "in_database": {name: after[name] - before[name] for name in after},
+        "failed_batches": sum(r["counters"]["failed_batches"] for r in results),
+        "last_errors": [e for r in results if (e := r["counters"]["last_error"])],
+    }
+
+
+def vigie_throughput_processes(
+    runtime, count: int, spec: dict[str, Any], sim_args, messages: int
+) -> dict:
+    """``vigie_throughput`` with ``count`` processes in one shared-subscription
+    group: each subscribes and goes offline, the messages are queued for the
+    group (Mosquitto spreads them over the members' sessions as they are
+    published), then all start at once."""
+    processes = spawn_ingest_processes(count, spec, "vigie")
+    try:
+        if not processes.prime():
+            raise RuntimeError("an ingest process could not subscribe")
+        process, receive = publish(spec["url"], sim_args, messages, rate=0)
+        published = finish(process, receive)
+        before = stored_rows(runtime)
+        processes.run()
+        finished = wait_for(lambda: processes.processed() >= messages, timeout=600, step=0.02)
+        results = processes.stop()
+    finally:
+        processes.close()
+    return {
+        "pipeline": "IngestPipeline",
+        **aggregate(results, before, stored_rows(runtime)),
+        "complete": finished,
+        "exactly_once": exactly_once(results, published),
+    }
+
+
+def vigie_latency_processes(
+    runtime, count: int, spec: dict[str, Any], sim_args, rate: float, seconds: float
+) -> dict:
+    """``vigie_latency`` with ``count`` processes in one shared-subscription group."""
+    processes = spawn_ingest_processes(count, spec, "live")
+    try:
+        before = stored_rows(runtime)
+        if not processes.run():
+            raise RuntimeError("an ingest process could not subscribe")
+        messages = int(rate * seconds)
+        started = time.monotonic()
+        process, receive = publish(spec["url"], sim_args, messages, rate=rate)
+        published = finish(process, receive)
+        publish_end = time.monotonic()
+        kept_up = wait_for(lambda: processes.processed() >= messages, timeout=120, step=0.02)
+        tail = time.monotonic() - publish_end
+        results = processes.stop()
+    finally:
+        processes.close()
+    committed_at: dict[bytes, float] = {}
+    for result in results:
+        committed_at.update(result["committed_at"])
+    latencies = [
+        committed_at[key] - sent
+        for key, sent in published["sent_at"].items()
+        if key in committed_at
+    ]
+    together = aggregate(results, before, stored_rows(runtime))
+    return {
+        "processes": count,
+        "target_rate": rate,
+        "published": published["count"],
+        "publish_rate": round(published["count"] / published["elapsed"]),
+        "processed": together["messages"],
+        "per_process": together["per_process"],
+        "complete": kept_up,
+        "seconds": round(publish_end - started, 2),
+        "drain_after_publisher_s": round(tail, 3),
+        "alerts": len(published["sent_at"]),
+        "latency_p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "latency_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "latency_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "batches": together["batches"],
+        "batch_ms_p50": together["batch_ms_p50"],
+        "alerts_stored": together["alerts"],
+        "duplicates": together["duplicates"],
+        "tickets_created": together["tickets_created"],
+        "dead_letters": together["dead_letters"],
+        "in_database": together["in_database"],
+        "exactly_once": exactly_once(results, published),
+        **{
+            name: sum(r["counters"][name] for r in results)
+            for name in ("received", "acked", "not_acked", "connects", "failed_batches")
+        },
+        "last_errors": together["last_errors"],
+    }
+
+
 # --- Main ------------------------------------------------------------------------------
 
 
@@ -662,6 +989,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm", type=int, default=5000, help="lamps behind one cabinet")
     parser.add_argument("--alerts", type=float, default=0.02, help="share of alerts/recoveries")
     parser.add_argument("--batch-size", type=int, default=None, help="ingest.batch_size")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="ingest processes sharing the throughput and live phases ($share/<group>/...)",
+    )
     parser.add_argument("--profile", help="write a cProfile of the throughput phase here")
     parser.add_argument(
         "--sample", action="store_true", help="sample the worker's stack: where the time goes"
@@ -672,6 +1005,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--skip", nargs="*", default=[], choices=["ceiling", "latency", "storm"])
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes: at least 1")
+    if args.processes > 1 and (args.profile or args.sample):
+        parser.error("--profile and --sample watch one process: use them with --processes 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     workdir = Path(tempfile.mkdtemp(prefix="vigie-bench-"))
@@ -697,12 +1034,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     simulation = Simulation(**sim_args)
     topics = simulation.topic_filters()
-    results: dict[str, Any] = {"machine": machine(), "database": args.database, "broker": url}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "database": args.database,
+        "broker": url,
+        "processes": args.processes,
+    }
     runtime = cleanup = None
     telemetry = Telemetry(workdir)
     try:
         results["telemetry"] = telemetry.start()
-        runtime, cleanup = open_bench_runtime(args.database, workdir, args.batch_size)
+        database_url, cleanup = bench_database(args.database, workdir)
+        runtime = open_bench_runtime(database_url, workdir, args.batch_size)
         results["registry_import_s"] = round(import_registry(runtime, simulation), 2)
         print(f"Vigie ingestion benchmark: {args.database}, broker {url}", flush=True)
         if "ceiling" not in args.skip:
@@ -713,9 +1056,21 @@ def main(argv: list[str] | None = None) -> int:
                 runtime, url, topics, sim_args, args.messages, None, noop=True
             )
             print(f"  transport only:   {results['transport_only']}", flush=True)
-        results["throughput"] = vigie_throughput(
-            runtime, url, topics, sim_args, args.messages, args.profile, sample=args.sample
-        )
+        spec = {
+            "database_url": database_url,
+            "workdir": str(workdir),
+            "batch_size": args.batch_size,
+            "url": url,
+            "topics": topics,
+        }
+        if args.processes > 1:
+            results["throughput"] = vigie_throughput_processes(
+                runtime, args.processes, spec, sim_args, args.messages
+            )
+        else:
+            results["throughput"] = vigie_throughput(
+                runtime, url, topics, sim_args, args.messages, args.profile, sample=args.sample
+            )
         print(f"  vigie throughput: {results['throughput']}", flush=True)
         if "ceiling" in results and results["ceiling"]["rate"]:
             results["ratio_to_ceiling"] = round(
@@ -724,9 +1079,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ratio to ceiling: {results['ratio_to_ceiling']:.1%}", flush=True)
         if "latency" not in args.skip:
             live_args = {**sim_args, "traffic_seed": 2}
-            results["latency"] = vigie_latency(
-                runtime, url, topics, live_args, args.rate, args.seconds
-            )
+            if args.processes > 1:
+                results["latency"] = vigie_latency_processes(
+                    runtime, args.processes, spec, live_args, args.rate, args.seconds
+                )
+            else:
+                results["latency"] = vigie_latency(
+                    runtime, url, topics, live_args, args.rate, args.seconds
+                )
             print(f"  vigie live:       {results['latency']}", flush=True)
         if "storm" not in args.skip and args.storm:
             results["storm"] = vigie_storm(runtime, url, topics, sim_args)
