@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -84,8 +87,96 @@ class WriterStats:
     buffered: int = 0
 
 
+# Line protocol escapes, as influxdb-client's Point writes them.
+_MEASUREMENT_ESCAPES = str.maketrans(
+    {",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"}
+)
+_KEY_ESCAPES = str.maketrans(
+    {",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"}
+)
+_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": r"\\"})
+# Most names need no escape: looking for what would be escaped is cheaper than translating.
+_MEASUREMENT_SPECIAL = re.compile(r"[, \n\t\r]")
+_KEY_SPECIAL = re.compile(r"[,= \n\t\r]")
+_STRING_SPECIAL = re.compile(r'["\\]')
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_DAY = 86_400 * 10**9
+
+
 def to_line(reading: Reading, commune: str) -> str:
-    """A reading as one line of InfluxDB line protocol ("" when it has no usable field)."""
+    """A reading as one line of InfluxDB line protocol ("" when it has no usable field).
+
+    Written here rather than through influxdb-client's ``Point`` (several times
+    slower, once per reading): the same escapes, order (tags and fields by
+    key), number formats and time. Values of other types than float, int,
+    bool and str, and measurements the client warns about, still go through
+    ``Point``.
+    """
+    measurement = str(reading.device_kind)
+    if _MEASUREMENT_SPECIAL.search(measurement):
+        measurement = measurement.translate(_MEASUREMENT_ESCAPES)
+    observed_at = reading.observed_at
+    if measurement.startswith("#") or not isinstance(observed_at, datetime):
+        return _point_line(reading, commune)
+    fields = []
+    for key, value in sorted(reading.fields.items()):
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):  # NaN, infinities: not storable
+                continue
+            text = repr(value)
+            if text.endswith(".0"):
+                text = text[:-2]
+        elif kind is int:
+            text = f"{value}i"
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is str:
+            if _STRING_SPECIAL.search(value):
+                value = value.translate(_STRING_ESCAPES)
+            text = f'"{value}"'
+        elif value is None:
+            continue
+        else:
+            return _point_line(reading, commune)
+        fields.append(f"{_key(key)}={text}")
+    if not fields:
+        return ""
+    tags = {"device_id": reading.device_id, "commune": commune}
+    for key, value in reading.tags.items():
+        if value not in (None, "") and key not in ("device_id", "commune"):
+            tags[key] = value
+    line = [measurement]
+    for key, value in sorted(tags.items()):
+        if value is None:
+            continue
+        key_text, value_text = _key(key), _key(value)
+        if value_text.endswith("\\"):
+            value_text += " "
+        if key_text and value_text:
+            line.append(f",{key_text}={value_text}")
+    # Milliseconds (_PRECISION) computed as the client does, its rounding included.
+    milliseconds = int(_nanoseconds(observed_at) / 1e6)
+    line.append(f" {','.join(fields)} {milliseconds}")
+    return "".join(line)
+
+
+def _key(name: object) -> str:
+    """A tag key or value, or a field key, escaped."""
+    text = str(name)
+    return text.translate(_KEY_ESCAPES) if _KEY_SPECIAL.search(text) else text
+
+
+def _nanoseconds(moment: datetime) -> int:
+    """Since the epoch; a naive datetime is taken as UTC."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return delta.days * _NS_PER_DAY + delta.seconds * 10**9 + delta.microseconds * 1000
+
+
+def _point_line(reading: Reading, commune: str) -> str:
+    """:func:`to_line` through influxdb-client's ``Point``."""
     from influxdb_client import Point
 
     point = Point(reading.device_kind).tag("device_id", reading.device_id).tag("commune", commune)
