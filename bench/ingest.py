@@ -830,6 +830,27 @@ def stored_rows(runtime) -> dict[str, int]:
         }
 
 
+def open_conditions(runtime) -> dict[str, int]:
+    """Device conditions still raised (alert signals not recovered) after a
+    phase, and those raised twice at once. The same messages give the same
+    figures in one process; several processes that see one device's messages
+    out of order (a raise stored after the recovery that followed it), or
+    decide at the same time that a condition is new, give others."""
+    from core.db.models import SignalRecord
+
+    unrecovered = (
+        select(SignalRecord.device_id, SignalRecord.condition)
+        .where(SignalRecord.kind == "alert", SignalRecord.recovered_at.is_(None))
+        .group_by(SignalRecord.device_id, SignalRecord.condition)
+    )
+    twice = unrecovered.having(func.count() > 1)
+    with runtime.sessions() as session:
+        return {
+            "unrecovered": session.scalar(select(func.count()).select_from(unrecovered.subquery())),
+            "unrecovered_twice": session.scalar(select(func.count()).select_from(twice.subquery())),
+        }
+
+
 def exactly_once(results: list[dict[str, Any]], published: dict[str, Any]) -> dict[str, Any]:
     """Every message published stored once, by one process or another: the
     digests of the messages the processes committed against those the publisher
@@ -1071,6 +1092,7 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = vigie_throughput(
                 runtime, url, topics, sim_args, args.messages, args.profile, sample=args.sample
             )
+        results["throughput"]["open_conditions"] = open_conditions(runtime)
         print(f"  vigie throughput: {results['throughput']}", flush=True)
         if "ceiling" in results and results["ceiling"]["rate"]:
             results["ratio_to_ceiling"] = round(
@@ -1087,6 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["latency"] = vigie_latency(
                     runtime, url, topics, live_args, args.rate, args.seconds
                 )
+            results["latency"]["open_conditions"] = open_conditions(runtime)
             print(f"  vigie live:       {results['latency']}", flush=True)
         if "storm" not in args.skip and args.storm:
             results["storm"] = vigie_storm(runtime, url, topics, sim_args)
