@@ -35,12 +35,11 @@ from core.runtime import Runtime
 
 from .formats import Open311Error, error_response, pick_format, render
 from .jurisdictions import Jurisdiction, Jurisdictions
+from .queries import media_urls, request_statement, requests_statement, status_comments
 from .ratelimit import TokenBuckets, client_address, read_capped_body, refuse_if_limited
 from .service_requests import (
-    STATUS_ACTIONS,
     UPDATE_ACTIONS,
-    latest_status_comments,
-    request_entry,
+    RequestEntries,
     service_notice,
     statuses_for,
     update_entries,
@@ -202,36 +201,19 @@ def _lean(query: Any) -> Any:
 
 
 def _entries(
-    session: Session, tickets: list[Ticket], jurisdiction: Jurisdiction, language: str
+    session: Session, statement: Any, params: dict[str, Any], jurisdiction: Jurisdiction,
+    language: str,
 ) -> list[dict[str, Any]]:
-    """The ``request`` entries of ``tickets``, with two queries for all of them."""
-    ids = [ticket.id for ticket in tickets]
-    comments: dict[int, str] = {}
-    media: dict[int, str] = {}
-    if ids:
-        events = session.scalars(
-            select(TicketEvent)
-            .where(
-                TicketEvent.ticket_id.in_(ids),
-                TicketEvent.public.is_(True),
-                TicketEvent.action.in_(STATUS_ACTIONS),
-            )
-            .order_by(TicketEvent.id)
-        ).all()
-        comments = latest_status_comments(tickets, list(events))
-        rows = session.execute(
-            select(SignalRecord.ticket_id, SignalRecord.details)
-            .where(SignalRecord.ticket_id.in_(ids), SignalRecord.kind == "report")
-            .order_by(SignalRecord.id)
-        )
-        for ticket_id, details in rows:
-            url = ((details or {}).get("open311") or {}).get("media_url")
-            if url and ticket_id not in media:
-                media[ticket_id] = url
-    return [
-        request_entry(ticket, jurisdiction, language, comments.get(ticket.id), media.get(ticket.id))
-        for ticket in tickets
-    ]
+    """The ``request`` entries ``statement`` selects, with (at most) two more queries for
+    all of them: their status comments, and media URLs of those that may have one."""
+    connection = session.connection()
+    rows = list(connection.execute(
+        statement, {"commune": jurisdiction.slug, "services": list(jurisdiction.services), **params}
+    ))
+    comments = status_comments(connection, rows)
+    media = media_urls(connection, rows)
+    entries = RequestEntries(jurisdiction, language)
+    return [entries.entry(row, comments.get(row.id), media.get(row.id)) for row in rows]
 
 
 def _find_request(session: Session, jurisdiction: Jurisdiction, service_request_id: str) -> Ticket:
@@ -452,34 +434,35 @@ def build_router() -> APIRouter:
         unknown = [code for code in codes if code not in jurisdiction.services]
         if unknown:
             raise Open311Error(404, [(404, f"service_code {c[:64]!r} not found") for c in unknown])
-        query = _lean(_published(select(Ticket), jurisdiction))
+        params: dict[str, Any] = {"offset": (page - 1) * page_size, "limit": page_size}
         if ids:  # the spec: service_request_id overrides every other argument
-            query = query.where(Ticket.reference.in_(ids))
+            params["ids"] = ids
         else:
-            query = query.where(Ticket.created_at >= start, Ticket.created_at <= end)
+            params |= {"start": start, "end": end}
             if codes:
-                query = query.where(Ticket.category.in_(codes))
+                params["codes"] = codes
             if statuses:
-                query = query.where(Ticket.status.in_(statuses_for(statuses)))
+                params["statuses"] = statuses_for(statuses)
             if bbox:
                 min_lon, min_lat, max_lon, max_lat = bbox
-                query = query.where(
-                    Ticket.longitude.between(min_lon, max_lon),
-                    Ticket.latitude.between(min_lat, max_lat),
-                )
-        query = query.order_by(Ticket.created_at.desc(), Ticket.id.desc())
+                params |= {"min_lon": min_lon, "min_lat": min_lat,
+                           "max_lon": max_lon, "max_lat": max_lat}  # fmt: skip
+        statement = requests_statement(bool(ids), bool(codes), bool(statuses), bool(bbox))
         with runtime.read_sessions() as session:
-            tickets = list(session.scalars(query.offset((page - 1) * page_size).limit(page_size)))
-            entries = _entries(session, tickets, jurisdiction, language)
+            entries = _entries(session, statement, params, jurisdiction, language)
         return render(fmt, "service_requests", entries)
 
     @router.get(API + "/requests/{service_request_id}.{fmt}", summary="GET Service Request")
     @_respond_errors
     def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
+        reference = service_request_id.strip().upper()
         with runtime.read_sessions() as session:
-            ticket = _find_request(session, jurisdiction, service_request_id)
-            entries = _entries(session, [ticket], jurisdiction, language)
+            entries = _entries(
+                session, request_statement(), {"reference": reference}, jurisdiction, language
+            )
+        if not entries:
+            raise Open311Error(404, f"service_request_id {service_request_id[:40]!r} not found")
         return render(fmt, "service_requests", entries)
 
     # --- Updates (FixMyStreet's extension) -------------------------------------

@@ -48,18 +48,6 @@ def zone_of(jurisdiction: Jurisdiction) -> ZoneInfo:
     return ZoneInfo(jurisdiction.commune.business_hours.timezone)
 
 
-def status_notes(ticket: Ticket, status_comment: str | None, language: str) -> str:
-    """Vigie's own status first (``in_progress: ...``), then what the city said about it."""
-    return f"{ticket.status}: {status_comment or text(language, ticket.status)}"
-
-
-def agency_responsible(ticket: Ticket, jurisdiction: Jurisdiction) -> str | None:
-    if ticket.outside_body:
-        return ticket.outside_body
-    team = jurisdiction.commune.team(ticket.team) if ticket.team else None
-    return team.name if team else None
-
-
 def service_notice(ticket_category: str, outside_body: str | None, jurisdiction: Jurisdiction,
                    language: str) -> str | None:
     if outside_body:
@@ -68,68 +56,84 @@ def service_notice(ticket_category: str, outside_body: str | None, jurisdiction:
     return settings.service_notices.get(ticket_category) or settings.service_notice
 
 
-def expected(ticket: Ticket, jurisdiction: Jurisdiction) -> datetime | None:
-    if ticket.due_at is not None:
-        return ticket.due_at
-    hours = jurisdiction.settings.expected_response_hours
-    return ticket.created_at + timedelta(hours=hours) if hours else None
+class RequestEntries:
+    """``service_requests/request`` entries of one jurisdiction in one language.
 
+    A listing shows up to 1,000 requests: what is the same for all of them
+    (time zone, names of services and teams, texts) is worked out once, here.
+    Rows are anything with a ticket's public columns as attributes (see
+    :data:`connectors.open311.queries.REQUEST_COLUMNS`): ``reference``,
+    ``status``, ``category``, ``channel``, ``description``, ``team``,
+    ``outside_body``, ``address``, ``latitude``, ``longitude``,
+    ``created_at``, ``updated`` (for a closed request, when it was closed) and
+    ``due_at``.
+    """
 
-def updated(ticket: Ticket) -> datetime:
-    """For a closed request the spec wants the moment it was closed."""
-    if open311_status(ticket.status) == "closed":
-        return ticket.resolved_at or ticket.closed_at or ticket.updated_at
-    return ticket.updated_at
+    def __init__(self, jurisdiction: Jurisdiction, language: str) -> None:
+        self.jurisdiction = jurisdiction
+        self.language = language
+        self.zone = zone_of(jurisdiction)
+        settings = jurisdiction.settings
+        self.private_channels = frozenset(settings.private_description_channels)
+        hours = settings.expected_response_hours
+        self.expected_after = timedelta(hours=hours) if hours else None
+        self._service_names: dict[str, str] = {}
+        self._team_names: dict[str, str | None] = {}
+        self._status_labels: dict[str, str] = {}
 
+    def _service_name(self, code: str) -> str:
+        name = self._service_names.get(code)
+        if name is None:
+            category = self.jurisdiction.commune.category(code)
+            name = self._service_names[code] = category.name if category else code
+        return name
 
-def request_entry(
-    ticket: Ticket,
-    jurisdiction: Jurisdiction,
-    language: str,
-    status_comment: str | None = None,
-    media_url: str | None = None,
-) -> dict[str, Any]:
-    """One ``service_requests/request``: every field of the spec, in its order."""
-    zone = zone_of(jurisdiction)
-    category = jurisdiction.commune.category(ticket.category)
-    return {
-        "service_request_id": ticket.reference,
-        "status": open311_status(ticket.status),
-        "status_notes": status_notes(ticket, status_comment, language),
-        "service_name": category.name if category else ticket.category,
-        "service_code": ticket.category,
-        "description": (
-            None
-            if ticket.channel in jurisdiction.settings.private_description_channels
-            else ticket.description
-        ),
-        "agency_responsible": agency_responsible(ticket, jurisdiction),
-        "service_notice": service_notice(
-            ticket.category, ticket.outside_body, jurisdiction, language
-        ),
-        "requested_datetime": w3(ticket.created_at, zone),
-        "updated_datetime": w3(updated(ticket), zone),
-        "expected_datetime": w3(expected(ticket, jurisdiction), zone),
-        "address": ticket.address,
-        "address_id": None,
-        "zipcode": None,
-        "lat": ticket.latitude,
-        "long": ticket.longitude,
-        "media_url": media_url,
-    }
+    def _agency(self, outside_body: str | None, team_code: str | None) -> str | None:
+        if outside_body:
+            return outside_body
+        if not team_code:
+            return None
+        if team_code not in self._team_names:
+            team = self.jurisdiction.commune.team(team_code)
+            self._team_names[team_code] = team.name if team else None
+        return self._team_names[team_code]
 
+    def _status_label(self, status: str) -> str:
+        label = self._status_labels.get(status)
+        if label is None:
+            label = self._status_labels[status] = text(self.language, status)
+        return label
 
-def latest_status_comments(tickets: list[Ticket], events: list[TicketEvent]) -> dict[int, str]:
-    """Per ticket, the public comment that came with its current status (if any)."""
-    status_of = {ticket.id: ticket.status for ticket in tickets}
-    comments: dict[int, str] = {}
-    for event in events:  # in id order: the last one wins
-        change = (event.changes or {}).get("status")
-        if not (event.public and event.comment and isinstance(change, list) and len(change) == 2):
-            continue
-        if change[1] == status_of.get(event.ticket_id):
-            comments[event.ticket_id] = event.comment
-    return comments
+    def entry(
+        self, row: Any, status_comment: str | None = None, media_url: str | None = None
+    ) -> dict[str, Any]:
+        """One request: every field of the spec, in its order."""
+        zone = self.zone
+        status = row.status
+        due_at = row.due_at
+        if due_at is None and self.expected_after is not None:
+            due_at = row.created_at + self.expected_after
+        return {
+            "service_request_id": row.reference,
+            "status": "open" if status in OPEN_VALUES else "closed",
+            "status_notes": f"{status}: {status_comment or self._status_label(status)}",
+            "service_name": self._service_name(row.category),
+            "service_code": row.category,
+            "description": None if row.channel in self.private_channels else row.description,
+            "agency_responsible": self._agency(row.outside_body, row.team),
+            "service_notice": service_notice(
+                row.category, row.outside_body, self.jurisdiction, self.language
+            ),
+            "requested_datetime": row.created_at.astimezone(zone).isoformat(timespec="seconds"),
+            "updated_datetime": row.updated.astimezone(zone).isoformat(timespec="seconds"),
+            "expected_datetime": w3(due_at, zone),
+            "address": row.address,
+            "address_id": None,
+            "zipcode": None,
+            "lat": row.latitude,
+            "long": row.longitude,
+            "media_url": media_url,
+        }
 
 
 def update_entries(

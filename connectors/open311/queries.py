@@ -1,0 +1,163 @@
+"""The SQL behind ``GET requests``: only the columns a public answer shows.
+
+Public GETs are the busiest calls of the service, so their statements are
+built once per shape of filters (with bound parameters) and read as plain
+rows through the session's connection: no ORM objects, no relationships, and
+none of the columns the public never sees (answers, reporters, assets).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    select,
+    type_coerce,
+)
+from sqlalchemy.engine import Connection, Row
+
+from core.db.models import SignalRecord, Ticket, TicketEvent
+from core.db.types import UTCDateTime
+
+from .service_requests import CLOSED_VALUES, STATUS_ACTIONS
+
+tickets = Ticket.__table__.c
+signals = SignalRecord.__table__.c
+events = TicketEvent.__table__.c
+
+# The spec's updated_datetime: for a closed request the moment it was closed.
+_UPDATED = type_coerce(
+    case(
+        (
+            tickets.status.in_(sorted(CLOSED_VALUES)),
+            func.coalesce(tickets.resolved_at, tickets.closed_at, tickets.updated_at),
+        ),
+        else_=tickets.updated_at,
+    ),
+    UTCDateTime(),
+)
+# Whether one of the ticket's reports may carry a media_url (checked in Python:
+# this only spares reading every report's details).
+_MAYBE_MEDIA = exists().where(
+    signals.ticket_id == tickets.id,
+    signals.kind == "report",
+    cast(signals.details, String).like("%media_url%"),
+)
+
+REQUEST_COLUMNS = (
+    tickets.id,
+    tickets.reference,
+    tickets.status,
+    tickets.category,
+    tickets.channel,
+    tickets.description,
+    tickets.team,
+    tickets.outside_body,
+    tickets.address,
+    tickets.latitude,
+    tickets.longitude,
+    tickets.created_at,
+    _UPDATED.label("updated"),
+    tickets.due_at,
+    _MAYBE_MEDIA.label("maybe_media"),
+)
+
+
+def _published() -> Select[Any]:
+    return select(*REQUEST_COLUMNS).where(
+        tickets.commune == bindparam("commune"),
+        tickets.category.in_(bindparam("services", expanding=True)),
+    )
+
+
+@cache
+def requests_statement(by_ids: bool, by_codes: bool, by_statuses: bool, by_bbox: bool) -> Select:
+    """``GET requests``, newest first, for one shape of filters. Parameters:
+    ``commune``, ``services``, ``offset``, ``limit``, and by shape ``ids``, or
+    ``start``, ``end``, ``codes``, ``statuses``, ``min_lon`` ... ``max_lat``."""
+    statement = _published()
+    if by_ids:  # the spec: service_request_id overrides every other argument
+        statement = statement.where(tickets.reference.in_(bindparam("ids", expanding=True)))
+    else:
+        statement = statement.where(
+            tickets.created_at >= bindparam("start"), tickets.created_at <= bindparam("end")
+        )
+        if by_codes:
+            statement = statement.where(tickets.category.in_(bindparam("codes", expanding=True)))
+        if by_statuses:
+            statement = statement.where(tickets.status.in_(bindparam("statuses", expanding=True)))
+        if by_bbox:
+            statement = statement.where(
+                tickets.longitude.between(bindparam("min_lon"), bindparam("max_lon")),
+                tickets.latitude.between(bindparam("min_lat"), bindparam("max_lat")),
+            )
+    return (
+        statement.order_by(tickets.created_at.desc(), tickets.id.desc())
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+    )
+
+
+@cache
+def request_statement() -> Select:
+    """One published request by its reference (``commune``, ``services``, ``reference``)."""
+    return _published().where(tickets.reference == bindparam("reference"))
+
+
+@cache
+def _status_comments_statement() -> Select:
+    return (
+        select(events.ticket_id, events.changes, events.comment)
+        .where(
+            events.ticket_id.in_(bindparam("ids", expanding=True)),
+            events.public.is_(True),
+            events.action.in_(STATUS_ACTIONS),
+            and_(events.comment.is_not(None), events.comment != ""),
+        )
+        .order_by(events.id)
+    )
+
+
+@cache
+def _media_statement() -> Select:
+    return (
+        select(signals.ticket_id, signals.details)
+        .where(signals.ticket_id.in_(bindparam("ids", expanding=True)), signals.kind == "report")
+        .order_by(signals.id)
+    )
+
+
+def status_comments(connection: Connection, rows: list[Row[Any]]) -> dict[int, str]:
+    """Per ticket, the public comment that came with its current status (if any)."""
+    if not rows:
+        return {}
+    status_of = {row.id: row.status for row in rows}
+    comments: dict[int, str] = {}
+    found = connection.execute(_status_comments_statement(), {"ids": list(status_of)})
+    for ticket_id, changes, comment in found:  # in id order: the last one wins
+        change = (changes or {}).get("status")
+        if comment and isinstance(change, list) and len(change) == 2:
+            if change[1] == status_of.get(ticket_id):
+                comments[ticket_id] = comment
+    return comments
+
+
+def media_urls(connection: Connection, rows: list[Row[Any]]) -> dict[int, str]:
+    """Per ticket, the first ``media_url`` an app sent with one of its reports."""
+    ids = [row.id for row in rows if row.maybe_media]
+    media: dict[int, str] = {}
+    if ids:
+        for ticket_id, details in connection.execute(_media_statement(), {"ids": ids}):
+            url = ((details or {}).get("open311") or {}).get("media_url")
+            if url and ticket_id not in media:
+                media[ticket_id] = url
+    return media
