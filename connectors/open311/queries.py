@@ -14,14 +14,15 @@ from typing import Any
 from sqlalchemy import (
     Select,
     String,
-    and_,
     bindparam,
     case,
     cast,
-    exists,
     func,
+    literal_column,
+    null,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.engine import Connection, Row
 
@@ -45,14 +46,6 @@ _UPDATED = type_coerce(
     ),
     UTCDateTime(),
 )
-# Whether one of the ticket's reports may carry a media_url (checked in Python:
-# this only spares reading every report's details).
-_MAYBE_MEDIA = exists().where(
-    signals.ticket_id == tickets.id,
-    signals.kind == "report",
-    cast(signals.details, String).like("%media_url%"),
-)
-
 REQUEST_COLUMNS = (
     tickets.id,
     tickets.reference,
@@ -68,7 +61,6 @@ REQUEST_COLUMNS = (
     tickets.created_at,
     _UPDATED.label("updated"),
     tickets.due_at,
-    _MAYBE_MEDIA.label("maybe_media"),
 )
 
 
@@ -114,50 +106,54 @@ def request_statement() -> Select:
 
 
 @cache
-def _status_comments_statement() -> Select:
-    return (
-        select(events.ticket_id, events.changes, events.comment)
-        .where(
-            events.ticket_id.in_(bindparam("ids", expanding=True)),
-            events.public.is_(True),
-            events.action.in_(STATUS_ACTIONS),
-            and_(events.comment.is_not(None), events.comment != ""),
-        )
-        .order_by(events.id)
+def _extras_statement() -> Select:
+    """Per ticket, the public status changes with a comment (``kind`` 1), then the
+    reports that may carry a media_url (``kind`` 2, checked in Python: the LIKE
+    only spares reading every report's details), each in id order."""
+    ids = bindparam("ids", expanding=True)
+    comments = select(
+        events.ticket_id,
+        literal_column("1").label("kind"),
+        events.id,
+        events.changes.label("data"),
+        events.comment,
+    ).where(
+        events.ticket_id.in_(ids),
+        events.public.is_(True),
+        events.action.in_(STATUS_ACTIONS),
+        events.comment.is_not(None),
+        events.comment != "",
     )
-
-
-@cache
-def _media_statement() -> Select:
-    return (
-        select(signals.ticket_id, signals.details)
-        .where(signals.ticket_id.in_(bindparam("ids", expanding=True)), signals.kind == "report")
-        .order_by(signals.id)
+    media = select(
+        signals.ticket_id, literal_column("2"), signals.id, signals.details, null()
+    ).where(
+        signals.ticket_id.in_(ids),
+        signals.kind == "report",
+        cast(signals.details, String).like("%media_url%"),
     )
+    return union_all(comments, media).order_by("kind", "id")
 
 
-def status_comments(connection: Connection, rows: list[Row[Any]]) -> dict[int, str]:
-    """Per ticket, the public comment that came with its current status (if any)."""
-    if not rows:
-        return {}
-    status_of = {row.id: row.status for row in rows}
+def comments_and_media(
+    connection: Connection, rows: list[Row[Any]]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Per ticket, the public comment that came with its current status, and the
+    first ``media_url`` an app sent with one of its reports (if any)."""
     comments: dict[int, str] = {}
-    found = connection.execute(_status_comments_statement(), {"ids": list(status_of)})
-    for ticket_id, changes, comment in found:  # in id order: the last one wins
-        change = (changes or {}).get("status")
-        if comment and isinstance(change, list) and len(change) == 2:
-            if change[1] == status_of.get(ticket_id):
-                comments[ticket_id] = comment
-    return comments
-
-
-def media_urls(connection: Connection, rows: list[Row[Any]]) -> dict[int, str]:
-    """Per ticket, the first ``media_url`` an app sent with one of its reports."""
-    ids = [row.id for row in rows if row.maybe_media]
     media: dict[int, str] = {}
-    if ids:
-        for ticket_id, details in connection.execute(_media_statement(), {"ids": ids}):
-            url = ((details or {}).get("open311") or {}).get("media_url")
-            if url and ticket_id not in media:
+    if not rows:
+        return comments, media
+    status_of = {row[0]: row.status for row in rows}
+    for ticket_id, kind, _id, data, comment in connection.execute(
+        _extras_statement(), {"ids": list(status_of)}
+    ):
+        if kind == 1:  # in id order: the last one wins
+            change = (data or {}).get("status")
+            if comment and isinstance(change, list) and len(change) == 2:
+                if change[1] == status_of.get(ticket_id):
+                    comments[ticket_id] = comment
+        elif ticket_id not in media:
+            url = ((data or {}).get("open311") or {}).get("media_url")
+            if url:
                 media[ticket_id] = url
-    return media
+    return comments, media

@@ -35,7 +35,7 @@ from core.runtime import Runtime
 
 from .formats import Open311Error, error_response, pick_format, render
 from .jurisdictions import Jurisdiction, Jurisdictions
-from .queries import media_urls, request_statement, requests_statement, status_comments
+from .queries import comments_and_media, request_statement, requests_statement
 from .ratelimit import TokenBuckets, client_address, read_capped_body, refuse_if_limited
 from .service_requests import (
     UPDATE_ACTIONS,
@@ -204,14 +204,13 @@ def _entries(
     session: Session, statement: Any, params: dict[str, Any], jurisdiction: Jurisdiction,
     language: str,
 ) -> list[dict[str, Any]]:
-    """The ``request`` entries ``statement`` selects, with (at most) two more queries for
-    all of them: their status comments, and media URLs of those that may have one."""
+    """The ``request`` entries ``statement`` selects, with one more query for all of
+    them: their status comments and media URLs."""
     connection = session.connection()
     rows = list(connection.execute(
         statement, {"commune": jurisdiction.slug, "services": list(jurisdiction.services), **params}
     ))
-    comments = status_comments(connection, rows)
-    media = media_urls(connection, rows)
+    comments, media = comments_and_media(connection, rows)
     entries = RequestEntries(jurisdiction, language)
     return [entries.entry(row, comments.get(row.id), media.get(row.id)) for row in rows]
 
