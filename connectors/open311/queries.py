@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Row
 from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.types import UTCDateTime
 
-from .service_requests import CLOSED_VALUES, STATUS_ACTIONS
+from .service_requests import CLOSED_VALUES, REQUEST_FIELDS, STATUS_ACTIONS
 
 tickets = Ticket.__table__.c
 signals = SignalRecord.__table__.c
@@ -46,21 +46,8 @@ _UPDATED = type_coerce(
     ),
     UTCDateTime(),
 )
-REQUEST_COLUMNS = (
-    tickets.id,
-    tickets.reference,
-    tickets.status,
-    tickets.category,
-    tickets.channel,
-    tickets.description,
-    tickets.team,
-    tickets.outside_body,
-    tickets.address,
-    tickets.latitude,
-    tickets.longitude,
-    tickets.created_at,
-    _UPDATED.label("updated"),
-    tickets.due_at,
+REQUEST_COLUMNS = tuple(
+    _UPDATED.label("updated") if name == "updated" else tickets[name] for name in REQUEST_FIELDS
 )
 
 
@@ -143,7 +130,7 @@ def comments_and_media(
     media: dict[int, str] = {}
     if not rows:
         return comments, media
-    status_of = {row[0]: row.status for row in rows}
+    status_of = {row[0]: row[2] for row in rows}  # id, status (REQUEST_FIELDS)
     for ticket_id, kind, _id, data, comment in connection.execute(
         _extras_statement(), {"ids": list(status_of)}
     ):

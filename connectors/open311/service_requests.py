@@ -56,17 +56,20 @@ def service_notice(ticket_category: str, outside_body: str | None, jurisdiction:
     return settings.service_notices.get(ticket_category) or settings.service_notice
 
 
+# The columns of a ticket a public request shows, in the order RequestEntries
+# reads them (connectors.open311.queries selects them so). ``updated`` is the
+# spec's updated_datetime: for a closed request, when it was closed.
+REQUEST_FIELDS = (
+    "id", "reference", "status", "category", "channel", "description", "team",
+    "outside_body", "address", "latitude", "longitude", "created_at", "updated", "due_at",
+)  # fmt: skip
+
+
 class RequestEntries:
     """``service_requests/request`` entries of one jurisdiction in one language.
 
     A listing shows up to 1,000 requests: what is the same for all of them
     (time zone, names of services and teams, texts) is worked out once, here.
-    Rows are anything with a ticket's public columns as attributes (see
-    :data:`connectors.open311.queries.REQUEST_COLUMNS`): ``reference``,
-    ``status``, ``category``, ``channel``, ``description``, ``team``,
-    ``outside_body``, ``address``, ``latitude``, ``longitude``,
-    ``created_at``, ``updated`` (for a closed request, when it was closed) and
-    ``due_at``.
     """
 
     def __init__(self, jurisdiction: Jurisdiction, language: str) -> None:
@@ -77,26 +80,24 @@ class RequestEntries:
         self.private_channels = frozenset(settings.private_description_channels)
         hours = settings.expected_response_hours
         self.expected_after = timedelta(hours=hours) if hours else None
-        self._service_names: dict[str, str] = {}
+        self._services: dict[str, tuple[str, str | None]] = {}  # name, notice
         self._team_names: dict[str, str | None] = {}
         self._status_labels: dict[str, str] = {}
 
-    def _service_name(self, code: str) -> str:
-        name = self._service_names.get(code)
-        if name is None:
+    def _service(self, code: str) -> tuple[str, str | None]:
+        """The service's name, and its notice unless the ticket went to an outside body."""
+        found = self._services.get(code)
+        if found is None:
             category = self.jurisdiction.commune.category(code)
-            name = self._service_names[code] = category.name if category else code
-        return name
+            notice = service_notice(code, None, self.jurisdiction, self.language)
+            found = self._services[code] = (category.name if category else code, notice)
+        return found
 
-    def _agency(self, outside_body: str | None, team_code: str | None) -> str | None:
-        if outside_body:
-            return outside_body
-        if not team_code:
-            return None
-        if team_code not in self._team_names:
-            team = self.jurisdiction.commune.team(team_code)
-            self._team_names[team_code] = team.name if team else None
-        return self._team_names[team_code]
+    def _team_name(self, code: str) -> str | None:
+        if code not in self._team_names:
+            team = self.jurisdiction.commune.team(code)
+            self._team_names[code] = team.name if team else None
+        return self._team_names[code]
 
     def _status_label(self, status: str) -> str:
         label = self._status_labels.get(status)
@@ -105,33 +106,40 @@ class RequestEntries:
         return label
 
     def entry(
-        self, row: Any, status_comment: str | None = None, media_url: str | None = None
+        self, row: tuple[Any, ...], status_comment: str | None = None, media_url: str | None = None
     ) -> dict[str, Any]:
-        """One request: every field of the spec, in its order."""
+        """One request, from a row of :data:`REQUEST_FIELDS`: every field of the spec,
+        in its order."""
+        (_id, reference, status, category, channel, description, team, outside_body, address,
+         latitude, longitude, created_at, updated, due_at) = row  # fmt: skip
         zone = self.zone
-        status = row.status
-        due_at = row.due_at
+        service_name, notice = self._service(category)
+        if outside_body:
+            agency = outside_body
+            notice = service_notice(category, outside_body, self.jurisdiction, self.language)
+        else:
+            agency = self._team_name(team) if team else None
         if due_at is None and self.expected_after is not None:
-            due_at = row.created_at + self.expected_after
+            due_at = created_at + self.expected_after
         return {
-            "service_request_id": row.reference,
+            "service_request_id": reference,
             "status": "open" if status in OPEN_VALUES else "closed",
             "status_notes": f"{status}: {status_comment or self._status_label(status)}",
-            "service_name": self._service_name(row.category),
-            "service_code": row.category,
-            "description": None if row.channel in self.private_channels else row.description,
-            "agency_responsible": self._agency(row.outside_body, row.team),
-            "service_notice": service_notice(
-                row.category, row.outside_body, self.jurisdiction, self.language
+            "service_name": service_name,
+            "service_code": category,
+            "description": None if channel in self.private_channels else description,
+            "agency_responsible": agency,
+            "service_notice": notice,
+            "requested_datetime": created_at.astimezone(zone).isoformat(timespec="seconds"),
+            "updated_datetime": updated.astimezone(zone).isoformat(timespec="seconds"),
+            "expected_datetime": (
+                None if due_at is None else due_at.astimezone(zone).isoformat(timespec="seconds")
             ),
-            "requested_datetime": row.created_at.astimezone(zone).isoformat(timespec="seconds"),
-            "updated_datetime": row.updated.astimezone(zone).isoformat(timespec="seconds"),
-            "expected_datetime": w3(due_at, zone),
-            "address": row.address,
+            "address": address,
             "address_id": None,
             "zipcode": None,
-            "lat": row.latitude,
-            "long": row.longitude,
+            "lat": latitude,
+            "long": longitude,
             "media_url": media_url,
         }
 
