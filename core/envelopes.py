@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import math
 import re
@@ -83,11 +84,16 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     Things Stack sends nanoseconds) are dropped. Raises ``ValueError`` naming
     ``field``.
     """
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"{field}: expected a timestamp, got {describe_value(value)}")
     try:
         if isinstance(value, str):
-            moment = datetime.fromisoformat(_EXTRA_FRACTION.sub(r"\1", value.strip(), count=1))
+            text = value.strip()
+            if "." in text:  # no dot, no fraction to cut: the search is skipped
+                extra = _EXTRA_FRACTION.search(text)
+                if extra is not None:
+                    text = text[: extra.end(1)] + text[extra.end() :]
+            moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             return moment.astimezone(UTC)
@@ -141,10 +147,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# One decoder for every message: ``json.loads`` with an argument builds one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(text: str) -> Any:
     """``json.loads`` that turns every failure into ValueError with a short reason."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -155,10 +167,12 @@ def _parse_object(raw: bytes | bytearray | memoryview | str, max_bytes: int) -> 
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     if len(data) > max_bytes:
         raise EnvelopeError(f"message is {len(data)} bytes, more than the {max_bytes} allowed")
-    if not data.strip():
+    if not data or (data[:1].isspace() and not data.strip()):
         raise EnvelopeError("message is empty")
     try:
-        text = data.decode("utf-8-sig")
+        # As the utf-8-sig codec does (an error's position counts from after the
+        # BOM), without its Python-level wrapper.
+        text = (data[3:] if data[:3] == codecs.BOM_UTF8 else data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"message is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
@@ -220,7 +234,7 @@ def _tags(value: Any, path: str) -> dict[str, str]:
         raise ValueError(f"{path}: expected an object, got {describe_value(value)}")
     tags = {}
     for key, item in value.items():
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise ValueError(f"{path}.{key}: expected a string, got {describe_value(item)}")
         tags[key] = item if isinstance(item, str) else str(item)
     return tags
@@ -250,7 +264,7 @@ def _eui(value: Any, path: str) -> str:
 
 
 def _coordinate(value: Any, limit: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
     return value if math.isfinite(value) and -limit <= value <= limit else None
