@@ -138,9 +138,12 @@ class DeviceRegistry:
         """Load, in as few queries as possible, the lookups the cache does not hold."""
         now = time.monotonic()
         cache = self._cache
+        by_id, by_eui = cache.by_id, cache.by_eui
+        lowered = {e.lower() for e in dev_euis}
         with cache.lock:
-            ids = {i for i in device_ids if not _fresh(cache.by_id.get(i), now)}
-            euis = {e.lower() for e in dev_euis if not _fresh(cache.by_eui.get(e.lower()), now)}
+            # Stale: never looked up, or expired. Inline, as this runs for every message.
+            ids = {i for i in device_ids if (entry := by_id.get(i)) is None or entry[1] <= now}
+            euis = {e for e in lowered if (entry := by_eui.get(e)) is None or entry[1] <= now}
         if not ids and not euis:
             return
         found: list[RegisteredDevice] = []
@@ -175,7 +178,10 @@ class DeviceRegistry:
         cache = self._cache
         by_id = cache.by_id.get(device_id) if device_id else None
         by_eui = cache.by_eui.get(eui) if eui else None
-        if (device_id and not _fresh(by_id, now)) or (eui and not _fresh(by_eui, now)):
+        # Stale (never looked up, or expired): ask the database.
+        if (device_id and (by_id is None or by_id[1] <= now)) or (
+            eui and (by_eui is None or by_eui[1] <= now)
+        ):
             self.prefetch(session, [device_id] if device_id else [], [eui] if eui else [])
             by_id = cache.by_id.get(device_id) if device_id else None
             by_eui = cache.by_eui.get(eui) if eui else None
@@ -184,10 +190,6 @@ class DeviceRegistry:
         if by_eui is not None and by_eui[0] is not None:
             return by_eui[0]
         return None
-
-
-def _fresh(entry: tuple[RegisteredDevice | None, float] | None, now: float) -> bool:
-    return entry is not None and entry[1] > now
 
 
 # --- Import ----------------------------------------------------------------------
