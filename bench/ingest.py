@@ -89,6 +89,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
+from core.gc_tuning import tune_for_service  # noqa: E402
 from core.ingest.mqtt import BrokerUrl, MqttIngestor, new_client  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.simulate import Simulation  # noqa: E402
@@ -369,7 +370,10 @@ def open_bench_runtime(database_url: str, workdir: Path, batch_size: int | None 
     )
     if batch_size:
         settings.ingest = settings.ingest.model_copy(update={"batch_size": batch_size})
-    return open_runtime(settings, get_plugin_manager(settings))
+    runtime = open_runtime(settings, get_plugin_manager(settings))
+    # As `vigie ingest` and `vigie serve` do once started (see core/gc_tuning.py).
+    tune_for_service()
+    return runtime
 
 
 class Telemetry:

@@ -74,6 +74,7 @@ def _serve(
     import uvicorn
 
     from core.api.app import create_app
+    from core.gc_tuning import tune_for_service
 
     runtime = _open(context)  # configuration and schema checked once, here
     app = create_app(runtime=runtime) if workers == 1 else None
@@ -84,6 +85,7 @@ def _serve(
     click.echo(f"Open http://{host}:{port}/docs  (API at http://{host}:{port}/api/v1)")
     log_level = context.settings.log_level.lower()
     if app is not None:
+        tune_for_service()
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
     # Each process builds its app from the same environment; ingestion (an

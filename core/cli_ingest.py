@@ -130,6 +130,7 @@ def ingest(
     EMQX...). SIGTERM or Ctrl-C stops cleanly: what was received is stored
     and acknowledged; the broker keeps the rest for the next start.
     """
+    from core.gc_tuning import tune_for_service
     from core.ingest.mqtt import Ingestion
 
     runtime = _open(context)
@@ -140,6 +141,7 @@ def ingest(
         ingestor = ingestion.start()
     except ValueError as exc:
         fail(str(exc))
+    tune_for_service()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

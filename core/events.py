@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 _KEY = "vigie_after_commit"
-_RECORDED_EVENTS = "vigie_recorded_events"  # core.history's per-transaction record
+# What other modules keep on the session for one transaction only: core.history's
+# events recorded, core.db.ids's ids taken.
+_PER_TRANSACTION = ("vigie_recorded_events", "vigie_last_taken_ids")
 
 
 def after_commit(session: Session, hook_name: str, **kwargs: Any) -> None:
@@ -26,14 +28,18 @@ def after_commit(session: Session, hook_name: str, **kwargs: Any) -> None:
 def install(factory: sessionmaker[Session], pm) -> None:
     """Make sessions from ``factory`` call the held hooks on ``pm`` after each commit."""
 
+    def _forget(session: Session) -> None:
+        for key in _PER_TRANSACTION:
+            session.info.pop(key, None)
+
     def _fire(session: Session) -> None:
-        session.info.pop(_RECORDED_EVENTS, None)
+        _forget(session)
         pending = session.info.pop(_KEY, [])
         for hook_name, kwargs in pending:
             pm.call_all(hook_name, **kwargs)
 
     def _drop(session: Session) -> None:
-        session.info.pop(_RECORDED_EVENTS, None)
+        _forget(session)
         dropped = session.info.pop(_KEY, [])
         if dropped:
             log.debug("rollback: %d after-commit hook calls dropped", len(dropped))

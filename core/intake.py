@@ -16,6 +16,7 @@ from core import events, history, notify
 from core.answers import validate_answers
 from core.config import Commune
 from core.config.models import PRIORITIES
+from core.db.ids import take_id
 from core.db.models import SignalRecord, Ticket
 from core.db.types import utcnow
 from core.errors import InvalidInput
@@ -35,9 +36,19 @@ class IntakeResult:
     repeated: bool = False  # the same idempotency key was seen before: nothing new stored
 
 
-def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str) -> IntakeResult:
-    """Store ``signal`` and open or join a ticket. Raises InvalidInput for a bad report."""
-    if signal.idempotency_key:
+def accept_signal(
+    runtime: Runtime, session: Session, signal: Signal, actor: str, checked: bool = False
+) -> IntakeResult:
+    """Store ``signal`` and open or join a ticket. Raises InvalidInput for a bad report.
+
+    ``checked``: the caller has already made sure that the idempotency key is
+    new and that no open ticket holds this device's condition (the alert
+    desk does, for a whole batch at once); the two lookups are skipped, and
+    nothing is flushed: the caller's next flush or commit writes it all.
+    Otherwise the ticket and its signal are flushed before this returns (a
+    caller's own rows may then refer to them).
+    """
+    if signal.idempotency_key and not checked:
         seen = session.scalar(
             select(SignalRecord).where(SignalRecord.idempotency_key == signal.idempotency_key)
         )
@@ -48,7 +59,7 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
         raise InvalidInput.one("commune", "required")
     if isinstance(signal, Report):
         signal = _checked_report(signal, commune)
-    else:
+    elif not checked:
         joined = _join_open_alert(session, signal)
         if joined is not None:
             session.flush()
@@ -63,7 +74,8 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
     if draft is None:
         # An alert no connector of this commune turns into a ticket: kept, not lost.
         session.add(record)
-        session.flush()
+        if not checked:
+            session.flush()
         return IntakeResult(record, None, created=False)
     ticket = open_ticket(runtime, session, draft, commune, actor, drafted_by=drafted_by)
     # Added with its ticket (back-populates ticket.signals): one INSERT, no UPDATE after.
@@ -71,6 +83,8 @@ def accept_signal(runtime: Runtime, session: Session, signal: Signal, actor: str
     session.add(record)
     notify.queue_for_new_ticket(runtime, session, ticket)
     events.after_commit(session, "ticket_created", ticket=ticket.snapshot(), commune=commune)
+    if not checked:
+        session.flush()
     return IntakeResult(record, ticket, created=True)
 
 
@@ -82,12 +96,18 @@ def open_ticket(
     actor: str,
     drafted_by: str | None = None,
 ) -> Ticket:
-    """Create a ticket from a draft, route it and give it a due date, with history."""
+    """Create a ticket from a draft, route it and give it a due date, with history.
+
+    The ticket has its id and reference at once but is not flushed: it is
+    written at the caller's next flush or commit, with whatever else is
+    pending (a batch's tickets go together)."""
     now = utcnow()
     year = now.year
     number = next_number(session, commune.slug, year)
     priority = draft.priority if draft.priority in PRIORITIES else "normal"
     ticket = Ticket(
+        # Its id now, not at a flush: the batch's new tickets are written together.
+        id=take_id(session, Ticket.__table__),
         reference=format_reference(commune.reference_prefix, year, number),
         commune=commune.slug,
         year=year,
@@ -108,7 +128,6 @@ def open_ticket(
         signals=[],
     )
     session.add(ticket)
-    session.flush()
     created_fields = {
         "category": draft.category,
         "priority": priority,

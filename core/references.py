@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -18,27 +18,37 @@ def format_reference(prefix: str, year: int, number: int) -> str:
     return f"{prefix}-{year}-{number:06d}"
 
 
+# Built once: constructing a statement costs more than running it.
+_INCREMENT = (
+    update(ReferenceCounter)
+    .where(
+        ReferenceCounter.commune == bindparam("of_commune"),
+        ReferenceCounter.year == bindparam("of_year"),
+    )
+    .values(last_number=ReferenceCounter.last_number + 1)
+    .returning(ReferenceCounter.last_number)
+)
+
+
 def next_number(session: Session, commune: str, year: int) -> int:
     """Take the next number for (commune, year); safe under concurrent writers.
 
     One ``UPDATE ... RETURNING`` in the common case; it holds the row lock
     until the caller's commit. The year's first ticket creates the row
     (``ON CONFLICT DO NOTHING`` lets a concurrent creator win) and retries.
+    Runs on the session's connection, without an autoflush: the counter
+    depends on no pending row, and a batch opening many tickets then
+    flushes them once.
     """
-    increment = (
-        update(ReferenceCounter)
-        .where(ReferenceCounter.commune == commune, ReferenceCounter.year == year)
-        .values(last_number=ReferenceCounter.last_number + 1)
-        .returning(ReferenceCounter.last_number)
-    )
-    number = session.execute(increment).scalar()
+    connection = session.connection()
+    key = {"of_commune": commune, "of_year": year}
+    number = connection.execute(_INCREMENT, key).scalar()
     if number is not None:
         return number
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(
         insert(ReferenceCounter)
         .values(commune=commune, year=year, last_number=0)
         .on_conflict_do_nothing()
     )
-    return session.execute(increment).scalar_one()
+    return connection.execute(_INCREMENT, key).scalar_one()

@@ -267,6 +267,9 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
 
+    # Never loaded; declared so that a flush writes a new ticket before its messages.
+    ticket: Mapped[Ticket | None] = relationship(lazy="raise_on_sql")
+
 
 # The sensor tables, on the same Base: complete metadata wherever models are imported.
 import core.db.sensor_models  # noqa: E402, F401

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db.models import Base
+from core.db.models import Base, Ticket
 from core.db.types import utcnow
 
 
@@ -110,3 +110,6 @@ class StormIncident(Base):
     title: Mapped[str | None] = mapped_column(String(300))
     device_count: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # Never loaded; declared so that a flush writes the incident's ticket first.
+    ticket: Mapped[Ticket] = relationship(lazy="raise_on_sql")

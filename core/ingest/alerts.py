@@ -14,6 +14,14 @@ For each alert, in the order the messages came:
 
 Plugins hear of it after the commit: ``ticket_created`` for new tickets,
 ``signal_attached`` for alerts that joined one.
+
+Two modes. The fast one, for every batch first, opens tickets without a
+savepoint or a flush each: they are written together at the end. If
+anything fails there for a reason other than the database (a bug, a bad
+value no validation caught), it raises :class:`RetryCarefully` and the
+caller rolls the whole batch back and runs it again in the careful mode:
+each new ticket in a savepoint of its own, and an alert that cannot be
+stored goes to the dead letters while the rest of the batch is kept.
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ T = TypeVar("T")
 _EVENTS_KEY = events._KEY
 
 
+class RetryCarefully(Exception):
+    """The fast mode failed on an alert: roll the batch back, run it carefully."""
+
+
 @dataclass
 class IncomingAlert:
     """An alert to handle, with where it came from."""
@@ -79,8 +91,10 @@ class AlertDesk:
         session: Session,
         outcome: Any,
         on_failure: Callable[[IncomingAlert, str], None],
+        careful: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.careful = careful
         self.session = session
         self.outcome = outcome
         self.on_failure = on_failure
@@ -122,6 +136,8 @@ class AlertDesk:
             except SQLAlchemyError:
                 raise
             except Exception as exc:
+                if not self.careful:
+                    raise RetryCarefully(f"{type(exc).__name__}: {exc}") from exc
                 log.exception(
                     "alert %s of %s could not be stored", item.alert.condition, item.alert.device_id
                 )
@@ -153,8 +169,11 @@ class AlertDesk:
             if incident is not None:
                 self._attach(incident, alert, commune)
                 return True
+        # Checked already: the key is new (handle) and no open signal holds the condition.
         result = self._guarded(
-            lambda: accept_signal(self.runtime, self.session, alert, f"sensor:{alert.device_id}")
+            lambda: accept_signal(
+                self.runtime, self.session, alert, f"sensor:{alert.device_id}", checked=True
+            )
         )
         if result.repeated:
             return False
@@ -225,8 +244,6 @@ class AlertDesk:
             ticket = self._ticket_of(record)
             if ticket is None:
                 continue
-            if ticket.id is None:
-                self.session.flush()
             self.session.add(recovered_event(ticket, alert))
             if resolves and ticket.status in OPEN:
                 self._resolutions.setdefault(
@@ -237,8 +254,11 @@ class AlertDesk:
     # --- Savepoints -----------------------------------------------------------------
 
     def _guarded(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in a savepoint: if it fails for a reason other than the
-        database, only its changes and its plugin events are undone."""
+        """Careful mode: run ``work`` in a savepoint; if it fails for a reason
+        other than the database, only its changes and its plugin events are
+        undone. Fast mode: just run it (a failure retries the whole batch)."""
+        if not self.careful:
+            return work()
         held = self.session.info.get(_EVENTS_KEY, [])
         before = len(held)
         try:
@@ -269,7 +289,9 @@ class AlertDesk:
                 )
             except SQLAlchemyError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if not self.careful:
+                    raise RetryCarefully(f"{type(exc).__name__}: {exc}") from exc
                 log.exception("could not resolve %s after its recovery", pending.ticket.reference)
         self.storms.finish()
         self.session.flush()

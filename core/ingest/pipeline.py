@@ -1,5 +1,5 @@
 """A batch of raw MQTT messages becomes stored alerts, tickets, dead letters
-and telemetry, in one transaction.
+and telemetry, written in one transaction.
 
 The MQTT transport collects messages, calls :meth:`IngestPipeline.process_batch`
 and acknowledges them once it returns: by then everything they caused is
@@ -17,6 +17,10 @@ committed. Each message goes through:
 4. **alerts**: see :mod:`core.ingest.alerts`; readings are handed to the
    telemetry plugins after the commit.
 
+Stages 1 to 3 run before the write transaction opens (see :class:`_Batch`):
+on SQLite it holds the database's only write lock, and the less time a
+batch holds it, the less other ingest processes and the API's writers wait.
+
 Bad input never raises out of ``process_batch``; a database error does
 (after a rollback), so that the transport does not acknowledge and the
 broker delivers the batch again, which idempotency keys make harmless.
@@ -31,11 +35,13 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from core.connectors import SensorConnector
+from core.db.sensor_models import DeadLetter
 from core.devices import DeviceRegistry, RegisteredDevice
 from core.envelopes import EnvelopeError, as_utc, unwrap
-from core.ingest.alerts import AlertDesk, IncomingAlert
+from core.ingest.alerts import AlertDesk, IncomingAlert, RetryCarefully
 from core.ingest.batch import BatchOutcome, RawMessage
 from core.ingest.records import (
+    DeviceState,
     IgnoredTally,
     UnregisteredTally,
     dead_letter,
@@ -107,6 +113,7 @@ class IngestPipeline:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.ingest
+        self.read_sessions = runtime.read_sessions
         self.registry = DeviceRegistry(runtime)
         self._by_kind: dict[str, SensorConnector] | None = None
 
@@ -119,22 +126,42 @@ class IngestPipeline:
         return self._by_kind.get(kind)
 
     def process_batch(self, messages: list[RawMessage]) -> BatchOutcome:
-        """Everything in ONE transaction, committed before returning (the caller
+        """Every write in ONE transaction, committed before returning (the caller
         acks after). Never raises for bad input; re-raises only database errors
         (then the caller does not ack, and the broker redelivers)."""
-        outcome = BatchOutcome()
         if not messages:
-            return outcome
+            return BatchOutcome()
+        try:
+            outcome, readings = self._process(messages, careful=False)
+        except RetryCarefully as exc:
+            log.warning(
+                "a batch of %d messages failed (%s); processing it again, one ticket at a time",
+                len(messages),
+                exc,
+            )
+            outcome, readings = self._process(messages, careful=True)
+        self.hand_readings(readings)
+        return outcome
+
+    def _process(
+        self, messages: list[RawMessage], careful: bool
+    ) -> tuple[BatchOutcome, list[Reading]]:
+        outcome = BatchOutcome()
         readings: list[Reading] = []
+        batch = _Batch(self, outcome, readings, careful)
+        # What needs no lock first: on SQLite the write transaction holds the
+        # database's only write lock, which other ingest processes and the
+        # API's writers wait for.
+        with self.read_sessions() as reading:
+            batch.prepare(reading, messages)
         with self.runtime.sessions() as session:
             try:
-                _Batch(self, session, outcome, readings).run(messages)
+                batch.store(session)
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
-        self.hand_readings(readings)
-        return outcome
+        return outcome, readings
 
     def hand_readings(self, readings: list[Reading]) -> None:
         if not readings:
@@ -145,54 +172,95 @@ class IngestPipeline:
             log.exception("handing %d readings to telemetry failed", len(readings))
 
 
+@dataclass
+class _Interpreted:
+    """What one message gave, before it is stored: alerts and readings, or
+    the dead letter saying why it gave nothing."""
+
+    alerts: list[IncomingAlert]
+    readings: list[Reading]
+    dead_letter: DeadLetter | None = None
+
+
 class _Batch:
-    """One batch in one session: the stages of each message, then the writes."""
+    """One batch: :meth:`prepare` reads and interprets outside the write
+    transaction, :meth:`store` writes it all in one.
+
+    Device states are read twice. :meth:`prepare` interprets each message
+    with its device's state as it was read then (no lock); :meth:`store`
+    reads the states again inside the write transaction (locked on
+    PostgreSQL) and interprets again the messages of any device whose state
+    another ingest process changed meanwhile. The stored result is the same
+    as interpreting everything inside the transaction.
+    """
 
     def __init__(
         self,
         pipeline: IngestPipeline,
-        session: Session,
         outcome: BatchOutcome,
         readings: list[Reading],
+        careful: bool = False,
     ) -> None:
+        self.careful = careful
         self.pipeline = pipeline
         self.runtime = pipeline.runtime
-        self.session = session
         self.outcome = outcome
         self.readings = readings
         self.unregistered = UnregisteredTally()
         self.ignored = IgnoredTally()
+        self._dead_letters: list[DeadLetter] = []  # before interpretation
+        self._readable: list[_Readable] = []
+        self._states: dict[int, DeviceState] = {}
+        self._results: list[_Interpreted] = []
+        self._session: Session | None = None
 
-    def run(self, messages: list[RawMessage]) -> None:
+    def prepare(self, session: Session, messages: list[RawMessage]) -> None:
         unwrapped = [(m, u) for m, u in ((m, self._unwrap(m)) for m in messages) if u is not None]
-        readable = self._find_devices(unwrapped)
-        states = load_states(self.session, {r.device.pk for r in readable})
+        self._readable = self._find_devices(session, unwrapped)
+        self._states = load_states(session, {r.device.pk for r in self._readable}, lock=False)
+        self._results = [self._interpret(item, self._states) for item in self._readable]
+
+    def store(self, session: Session) -> None:
+        self._session = session
+        states = load_states(session, self._states.keys())
+        moved = {pk for pk, state in states.items() if state.stored != self._states[pk].stored}
+        for pk in states.keys() - moved:
+            states[pk].take_over(self._states[pk])
         incoming: list[IncomingAlert] = []
-        for item in readable:
-            incoming += self._interpret(item, states)
-        desk = AlertDesk(self.runtime, self.session, self.outcome, self._alert_failed)
+        for item, result in zip(self._readable, self._results, strict=True):
+            pk = item.device.pk
+            if pk in moved or pk not in states:
+                result = self._interpret(item, states)  # its state changed meanwhile
+            if result.dead_letter is not None:
+                self._dead_letters.append(result.dead_letter)
+                continue
+            self.outcome.accepted += 1
+            self.outcome.readings += len(result.readings)
+            self.readings += result.readings
+            incoming += result.alerts
+        for letter in self._dead_letters:
+            session.add(letter)
+        self.outcome.dead_letters += len(self._dead_letters)
+        desk = AlertDesk(
+            self.runtime, session, self.outcome, self._alert_failed, careful=self.careful
+        )
         desk.handle(incoming)
-        write_states(self.session, states.values())
-        self.unregistered.write(self.session)
-        self.ignored.write(self.session)
+        write_states(session, states.values())
+        self.unregistered.write(session)
+        self.ignored.write(session)
         desk.finish()
 
     # --- Stages ---------------------------------------------------------------------
 
-    def _dead(
-        self, message: RawMessage, stage: str, reason: str, device_id: str | None = None
-    ) -> None:
-        self.session.add(
-            dead_letter(
-                message.topic,
-                message.payload,
-                as_utc(message.received_at),
-                stage,
-                reason,
-                device_id,
-            )
-        )
-        self.outcome.dead_letters += 1
+    @staticmethod
+    def _letter(
+        message: RawMessage, stage: str, reason: str, device_id: str | None = None
+    ) -> DeadLetter:
+        received = as_utc(message.received_at)
+        return dead_letter(message.topic, message.payload, received, stage, reason, device_id)
+
+    def _dead(self, message: RawMessage, stage: str, reason: str) -> None:
+        self._dead_letters.append(self._letter(message, stage, reason))
 
     def _unwrap(self, message: RawMessage) -> Uplink | None:
         limit = self.pipeline.settings.max_payload_bytes
@@ -211,16 +279,18 @@ class _Batch:
             self._dead(message, "envelope", f"could not be read: {type(exc).__name__}: {exc}")
         return None
 
-    def _find_devices(self, unwrapped: list[tuple[RawMessage, Uplink]]) -> list[_Readable]:
+    def _find_devices(
+        self, session: Session, unwrapped: list[tuple[RawMessage, Uplink]]
+    ) -> list[_Readable]:
         registry = self.pipeline.registry
         registry.prefetch(
-            self.session,
+            session,
             [u.device_id for _, u in unwrapped if u.device_id],
             [u.dev_eui for _, u in unwrapped if u.dev_eui],
         )
         readable = []
         for message, uplink in unwrapped:
-            device = registry.find(self.session, uplink.device_id, uplink.dev_eui)
+            device = registry.find(session, uplink.device_id, uplink.dev_eui)
             received = as_utc(message.received_at)
             if device is None:
                 self.unregistered.note(uplink, message.payload, received)
@@ -237,36 +307,35 @@ class _Batch:
             readable.append(_Readable(message, uplink, device, connector))
         return readable
 
-    def _interpret(self, item: _Readable, states: dict) -> list[IncomingAlert]:
+    def _interpret(self, item: _Readable, states: dict[int, DeviceState]) -> _Interpreted:
+        """The connector's reading of one message, with (and into) its device's state."""
         device, connector, message = item.device, item.connector, item.message
         info = device.info
         commune = self.runtime.area.commune(info.commune)
         state = states.get(device.pk)
         if state is None:  # deleted since the lookup
-            self._dead(message, "device", f"device {info.device_id} is no longer registered")
-            return []
+            reason = f"device {info.device_id} is no longer registered"
+            return _Interpreted([], [], self._letter(message, "device", reason))
         try:
             results = list(connector.interpret(item.uplink, info, commune, state.state))
         except ValueError as exc:
-            self._dead(message, "connector", f"{connector.name}: {exc}", info.device_id)
-            return []
+            reason = f"{connector.name}: {exc}"
+            return _Interpreted([], [], self._letter(message, "connector", reason, info.device_id))
         except Exception as exc:
             log.exception(
                 'connector "%s" failed on a message of %s', connector.name, info.device_id
             )
             reason = f"{connector.name} failed: {type(exc).__name__}: {exc}"
-            self._dead(message, "connector", reason, info.device_id)
-            return []
-        self.outcome.accepted += 1
+            return _Interpreted([], [], self._letter(message, "connector", reason, info.device_id))
         state.heard(as_utc(item.uplink.received_at))
         key = None
-        alerts = []
+        alerts: list[IncomingAlert] = []
+        readings: list[Reading] = []
         for result in results:
             if isinstance(result, Reading):
                 if result.commune != info.commune:
                     result = replace(result, commune=info.commune)
-                self.readings.append(result)
-                self.outcome.readings += 1
+                readings.append(result)
             elif isinstance(result, Alert):
                 key = key or message_id(message, item.uplink)
                 alert = complete_alert(
@@ -278,10 +347,12 @@ class _Batch:
                 alerts.append(IncomingAlert(alert, commune, info, connector, message))
             else:
                 log.warning(
-                    'connector "%s" returned a %s; ignored', connector.name, type(result).__name__
-                )
-        return alerts
+                'connector "%s" returned a %s; ignored', connector.name, type(result).__name__
+            )
+        return _Interpreted(alerts, readings)
 
     def _alert_failed(self, item: IncomingAlert, reason: str) -> None:
-        if isinstance(item.source, RawMessage):
-            self._dead(item.source, "ticket", reason, item.alert.device_id)
+        if isinstance(item.source, RawMessage) and self._session is not None:
+            letter = self._letter(item.source, "ticket", reason, item.alert.device_id)
+            self._session.add(letter)
+            self.outcome.dead_letters += 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import Text, case, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from core.db.sensor_models import DeadLetter, Device, IgnoredMessageCount, UnregisteredDevice
@@ -190,63 +190,93 @@ class DeviceState:
     state: dict[str, Any]
     last_seen_at: datetime | None
     touched: bool = False
+    # The state as stored (JSON text): an unchanged state is not written back.
+    stored: str | None = None
 
     def heard(self, at: datetime) -> None:
         self.touched = True
         if self.last_seen_at is None or at > self.last_seen_at:
             self.last_seen_at = at
 
+    def take_over(self, worked: DeviceState) -> None:
+        """Keep what ``worked`` (a copy read earlier, with the same stored state)
+        made of the state, and the later of the two last-heard times."""
+        self.state = worked.state
+        if worked.touched:
+            self.heard(worked.last_seen_at)
 
-def load_states(session: Session, pks: Iterable[int]) -> dict[int, DeviceState]:
-    """The state of each device, locked until commit on PostgreSQL (two ingest
-    processes then never interleave their updates of one device's state)."""
+
+def load_states(
+    session: Session, pks: Iterable[int], lock: bool = True
+) -> dict[int, DeviceState]:
+    """The state of each device; with ``lock``, locked until commit on
+    PostgreSQL (two ingest processes then never interleave their updates of
+    one device's state)."""
     table = Device.__table__
     ids = sorted(set(pks))
     states: dict[int, DeviceState] = {}
-    lock = session.get_bind().dialect.name == "postgresql"
+    lock = lock and session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(ids), _CHUNK):
         query = (
-            select(table.c.id, table.c.state, table.c.last_seen_at)
+            # The JSON as text, decoded here: kept to tell a changed state.
+            select(table.c.id, cast(table.c.state, Text), table.c.last_seen_at)
             .where(table.c.id.in_(ids[start : start + _CHUNK]))
             .order_by(table.c.id)
         )
         if lock:
             query = query.with_for_update()
-        for pk, state, last_seen_at in session.execute(query):
-            states[pk] = DeviceState(pk, state if isinstance(state, dict) else {}, last_seen_at)
+        for pk, stored, last_seen_at in session.execute(query):
+            state = json.loads(stored) if stored else None
+            if not isinstance(state, dict):
+                state, stored = {}, None
+            states[pk] = DeviceState(pk, state, last_seen_at, stored=stored)
     return states
 
 
 _UNNEST_UPDATE = text(
-    "UPDATE devices SET state = given.state, last_seen_at = given.seen"
+    "UPDATE devices SET state = coalesce(given.state, devices.state), last_seen_at = given.seen"
     " FROM (SELECT unnest(CAST(:ids AS integer[])) AS id,"
     " unnest(CAST(:states AS json[])) AS state,"
     " unnest(CAST(:seen AS timestamptz[])) AS seen) AS given"
     " WHERE devices.id = given.id"
 )
+_SQLITE_STATE_UPDATE = "UPDATE devices SET state = ?, last_seen_at = ? WHERE id = ?"
+_SQLITE_SEEN_UPDATE = "UPDATE devices SET last_seen_at = ? WHERE id = ?"
 
 
 def write_states(session: Session, states: Iterable[DeviceState]) -> None:
-    """The touched devices' state and last-heard time: one statement on
-    PostgreSQL (arrays unnested), one executemany elsewhere."""
+    """The touched devices' last-heard time, and their state where it changed:
+    one statement on PostgreSQL (arrays unnested), two executemany elsewhere."""
     touched = [s for s in states if s.touched]
     if not touched:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
+    changed: dict[int, str] = {}
+    for s in touched:
+        dumped = json.dumps(s.state)
+        if dumped != s.stored:
+            changed[s.pk] = dumped
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(
             _UNNEST_UPDATE,
             {
                 "ids": [s.pk for s in touched],
-                "states": [json.dumps(s.state) for s in touched],
+                "states": [changed.get(s.pk) for s in touched],
                 "seen": [s.last_seen_at for s in touched],
             },
         )
         return
-    table = Device.__table__
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("pk"))
-        .values(state=bindparam("new_state"), last_seen_at=bindparam("seen"))
-    )
-    rows = [{"pk": s.pk, "new_state": s.state, "seen": s.last_seen_at} for s in touched]
-    session.connection().execute(statement, rows)
+    # SQLite: straight to the driver, with the column type's own conversion of times.
+    seen = _sqlite_time(connection.dialect)
+    with_state = [(changed[s.pk], seen(s.last_seen_at), s.pk) for s in touched if s.pk in changed]
+    only_seen = [(seen(s.last_seen_at), s.pk) for s in touched if s.pk not in changed]
+    if with_state:
+        connection.exec_driver_sql(_SQLITE_STATE_UPDATE, with_state)
+    if only_seen:
+        connection.exec_driver_sql(_SQLITE_SEEN_UPDATE, only_seen)
+
+
+def _sqlite_time(dialect):
+    column_type = Device.__table__.c.last_seen_at.type
+    convert = column_type.dialect_impl(dialect).bind_processor(dialect)
+    return lambda value: convert(value) if convert else value

@@ -104,7 +104,8 @@ def check_silent_meters(runtime: Runtime, now: datetime) -> BatchOutcome:
                         connector=alert.connector or connector.name,
                     )
                     incoming.append(IncomingAlert(alert, commune, device, connector))
-            desk = AlertDesk(runtime, session, outcome, _log_failure)
+            # A few alerts an hour: each ticket in its own savepoint.
+            desk = AlertDesk(runtime, session, outcome, _log_failure, careful=True)
             desk.handle(incoming)
             desk.finish()
             session.commit()

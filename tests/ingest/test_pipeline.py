@@ -311,3 +311,62 @@ def test_silent_meters_become_tickets_once(vigie_api, vigie_runtime, pipeline):
     [ticket] = sensor_tickets(vigie_api, admin, "wm-000452")
     alerts = vigie_api.client.get(f"/api/v1/tickets/{ticket['id']}/alerts", headers=admin).json()
     assert [a["condition"] for a in alerts] == ["silent"]
+
+
+def test_an_alert_that_cannot_be_stored_is_dead_lettered_and_the_batch_is_kept(
+    vigie_api, pipeline, monkeypatch
+):
+    """A batch's tickets are opened together, with no savepoint each; when one
+    fails for a reason other than the database, the batch is done again one
+    ticket at a time: only the failing message goes to the dead letters."""
+    import core.ingest.alerts
+
+    real_accept = core.ingest.alerts.accept_signal
+
+    def accept(runtime, session, signal, actor, checked=False):
+        if signal.device_id == "wm-000451":
+            raise RuntimeError("a bug in ticket drafting")
+        return real_accept(runtime, session, signal, actor, checked=checked)
+
+    monkeypatch.setattr(core.ingest.alerts, "accept_signal", accept)
+    leak = sample("ttn-v3/water-leak.json")
+    outcome = pipeline.process_batch(
+        [sample("direct/izar-backflow.json"), leak, sample("direct/wmbus-kamwater.json")]
+    )
+    assert len(outcome.tickets_created) == 2 and outcome.dead_letters == 1
+    admin = vigie_api.headers("admin")
+    assert sensor_tickets(vigie_api, admin, "wm-000451") == []
+    [backflow] = sensor_tickets(vigie_api, admin, "PdL-CLF-2207")
+    [kamstrup] = sensor_tickets(vigie_api, admin, "PdL-AUB-0093")
+    # Stored once each, with their whole history, after the retry.
+    detail = vigie_api.client.get(f"/api/v1/tickets/{backflow['id']}", headers=admin).json()
+    assert [e["action"] for e in detail["history"]].count("created") == 1
+    [letter] = vigie_api.client.get(
+        "/api/v1/deadletters", params={"stage": "ticket"}, headers=admin
+    ).json()["items"]
+    assert letter["device_id"] == "wm-000451"
+    assert "RuntimeError: a bug in ticket drafting" in letter["reason"]
+    assert letter["topic"] == leak.topic
+
+
+def test_a_device_state_another_process_changed_meanwhile_is_read_again(
+    vigie_api, vigie_runtime, pipeline
+):
+    """A batch reads and interprets before its write transaction; if another
+    ingest process changed a device's state in between, that device's
+    messages are interpreted again with the state as it now is."""
+    from core.ingest.pipeline import _Batch
+
+    recovery = _Batch(pipeline, BatchOutcome(), [])
+    with vigie_runtime.read_sessions() as session:  # the lamp has no failure yet
+        recovery.prepare(session, [sample("chirpstack-v4/lamp-recovered.json")])
+    # Meanwhile another process stores the failure.
+    IngestPipeline(vigie_runtime).process_batch([sample("chirpstack-v4/lamp-failure.json")])
+    with vigie_runtime.sessions() as session:
+        recovery.store(session)
+        session.commit()
+    [ticket] = sensor_tickets(vigie_api, vigie_api.headers("admin"), "SL-CLF-04412")
+    assert ticket["status"] == "resolved", "the recovery was read against the stored failure"
+    with vigie_runtime.sessions() as session:
+        lamp = session.scalar(select(Device).where(Device.device_id == "SL-CLF-04412"))
+        assert lamp.state["active"] == {}
