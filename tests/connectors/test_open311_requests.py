@@ -345,6 +345,34 @@ def test_status_is_open_or_closed_with_vigie_status_in_the_notes(client, key, vi
         assert "Voisin" not in get(client, path).text
 
 
+def test_status_notes_quote_the_comment_that_came_with_the_current_status(client, key, vigie_api):
+    reference = create(client, key)
+    other = create(client, key)
+    staff(vigie_api, reference, "status", {"status": "resolved", "comment": "Lampes remplacées"})
+    staff(vigie_api, reference, "status", {"status": "reopened", "comment": "Encore éteint"})
+    staff(vigie_api, reference, "status", {"status": "resolved"})  # no comment this time
+    staff(vigie_api, other, "status", {"status": "in_progress", "comment": "Équipe en route"})
+    expected = {
+        reference: ("closed", "resolved: Lampes remplacées"),
+        other: ("open", "in_progress: Équipe en route"),
+    }
+    listed = get(client, "requests", service_request_id=f"{reference},{other}").json()
+    assert {r["service_request_id"]: (r["status"], r["status_notes"]) for r in listed} == expected
+    for ref, (status, notes) in expected.items():
+        request = get(client, f"requests/{ref}").json()[0]
+        assert (request["status"], request["status_notes"]) == (status, notes)
+
+
+def test_the_listing_gives_each_request_its_own_media_url(client, key):
+    photo = create(client, key, media_url="https://photos.example.org/2.jpg")
+    plain = create(client, key)
+    listed = get(client, "requests", page_size="10").json()
+    assert {r["service_request_id"]: r["media_url"] for r in listed} == {
+        photo: "https://photos.example.org/2.jpg",
+        plain: None,
+    }
+
+
 def test_a_redirected_request_is_closed_and_names_the_outside_body(client, key):
     reference = create(
         client,
