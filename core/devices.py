@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event, or_, select
+from sqlalchemy import Engine, Row, event, or_, select
 from sqlalchemy.orm import Session
 
 from core.connectors import SensorConnector
@@ -108,7 +108,23 @@ def normalize_eui(value: str) -> str | None:
     return text if _HEX16.match(text) else None
 
 
-def as_registered(row: Device) -> RegisteredDevice:
+# What a lookup reads of a device: not its state, read with a lock once per batch.
+LOOKUP_COLUMNS = (
+    Device.id,
+    Device.device_id,
+    Device.kind,
+    Device.commune,
+    Device.dev_eui,
+    Device.latitude,
+    Device.longitude,
+    Device.address,
+    Device.asset,
+    Device.tags,
+)
+
+
+def as_registered(row: Device | Row[Any]) -> RegisteredDevice:
+    """A registry row (a Device, or a row of :data:`LOOKUP_COLUMNS`) as ingestion uses it."""
     return RegisteredDevice(
         pk=row.id,
         info=DeviceInfo(
@@ -155,9 +171,8 @@ class DeviceRegistry:
                 clauses.append(Device.device_id.in_(id_part))
             if eui_part:
                 clauses.append(Device.dev_eui.in_(eui_part))
-            found += [
-                as_registered(row) for row in session.scalars(select(Device).where(or_(*clauses)))
-            ]
+            query = select(*LOOKUP_COLUMNS).where(or_(*clauses))
+            found += [as_registered(row) for row in session.execute(query)]
         expires = now + self.ttl
         with cache.lock:
             for key in ids:
