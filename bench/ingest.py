@@ -296,15 +296,41 @@ def bare_subscriber_rate(url: str, topics: list[str], sim_args: dict, messages: 
 # --- Vigie -----------------------------------------------------------------------------
 
 
+_pipelines: dict[int, Any] = {}
+
+
+def pipeline_of(runtime):
+    """The runtime's pipeline as `vigie ingest` runs it: with ingest.pipeline_process
+    (the default), one child process for the whole run, started at once so that
+    its start-up is not timed; else in this process (--in-process)."""
+    pipeline = _pipelines.get(id(runtime))
+    if pipeline is None:
+        if runtime.settings.ingest.pipeline_process:
+            from core.ingest.pipeline_process import PipelineProcess
+
+            pipeline = PipelineProcess(runtime.settings)
+            pipeline.start()
+        else:
+            from core.ingest.pipeline import IngestPipeline
+
+            pipeline = IngestPipeline(runtime)
+        _pipelines[id(runtime)] = pipeline
+    return pipeline
+
+
+def close_pipeline(runtime) -> None:
+    pipeline = _pipelines.pop(id(runtime), None)
+    if pipeline is not None and hasattr(pipeline, "close"):
+        pipeline.close()
+
+
 class TimedPipeline:
     """The real pipeline; notes when each message's batch was committed."""
 
     def __init__(
         self, runtime, profiler: cProfile.Profile | None = None, count_digests: bool = False
     ) -> None:
-        from core.ingest.pipeline import IngestPipeline
-
-        self.pipeline = IngestPipeline(runtime)
+        self.pipeline = pipeline_of(runtime)
         self.profiler = profiler
         # Each message's digest, as often as it was stored (payloads may repeat).
         self.digests: Counter[bytes] | None = Counter() if count_digests else None
@@ -361,7 +387,9 @@ def bench_database(database: str, workdir: Path) -> tuple[str, Callable[[], None
     return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}", cleanup
 
 
-def open_bench_runtime(database_url: str, workdir: Path, batch_size: int | None = None):
+def open_bench_runtime(
+    database_url: str, workdir: Path, batch_size: int | None = None, in_process: bool = False
+):
     from core.plugin_manager import get_plugin_manager
     from core.runtime import open_runtime
 
@@ -370,6 +398,8 @@ def open_bench_runtime(database_url: str, workdir: Path, batch_size: int | None 
     )
     if batch_size:
         settings.ingest = settings.ingest.model_copy(update={"batch_size": batch_size})
+    if in_process:
+        settings.ingest = settings.ingest.model_copy(update={"pipeline_process": False})
     runtime = open_runtime(settings, get_plugin_manager(settings))
     # As `vigie ingest` and `vigie serve` do once started (see core/gc_tuning.py).
     tune_for_service()
@@ -584,7 +614,7 @@ def vigie_throughput(
         {"where_functions": sampler.top(), "where_lines": sampler.top_lines()} if sampler else {}
     )
     return {
-        "pipeline": "noop (transport only)" if noop else "IngestPipeline",
+        "pipeline": "noop (transport only)" if noop else type(pipeline.pipeline).__name__,
         "messages": pipeline.processed,
         "complete": finished,
         "seconds": round(seconds, 3),
@@ -709,7 +739,10 @@ def ingest_process_main(conn, spec: dict[str, Any]) -> None:
         level=logging.WARNING,
         format=f"%(levelname)s {spec['client_id']} %(name)s: %(message)s",
     )
-    runtime = open_bench_runtime(spec["database_url"], Path(spec["workdir"]), spec["batch_size"])
+    runtime = open_bench_runtime(
+        spec["database_url"], Path(spec["workdir"]), spec["batch_size"], spec["in_process"]
+    )
+    pipeline_of(runtime)  # started before it is timed
 
     def ingestor_for(pipeline) -> MqttIngestor:
         return make_ingestor(
@@ -761,6 +794,7 @@ def ingest_process_main(conn, spec: dict[str, Any]) -> None:
                 )
                 return
     finally:
+        close_pipeline(runtime)
         runtime.close()
         conn.close()
 
@@ -1063,6 +1097,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="ingest processes sharing the throughput and live phases ($share/<group>/...)",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the pipeline in the ingesting process (ingest.pipeline_process = false)",
+    )
     parser.add_argument("--profile", help="write a cProfile of the throughput phase here")
     parser.add_argument(
         "--sample", action="store_true", help="sample the worker's stack: where the time goes"
@@ -1075,8 +1114,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error("--processes: at least 1")
-    if args.processes > 1 and (args.profile or args.sample):
-        parser.error("--profile and --sample watch one process: use them with --processes 1")
+    if (args.processes > 1 or not args.in_process) and (args.profile or args.sample):
+        parser.error(
+            "--profile and --sample watch one process: use them with --processes 1 --in-process"
+        )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     workdir = Path(tempfile.mkdtemp(prefix="vigie-bench-"))
@@ -1113,7 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results["telemetry"] = telemetry.start()
         database_url, cleanup = bench_database(args.database, workdir)
-        runtime = open_bench_runtime(database_url, workdir, args.batch_size)
+        runtime = open_bench_runtime(database_url, workdir, args.batch_size, args.in_process)
+        pipeline_of(runtime)  # started before it is timed
         results["registry_import_s"] = round(import_registry(runtime, simulation), 2)
         print(f"Vigie ingestion benchmark: {args.database}, broker {url}", flush=True)
         if "ceiling" not in args.skip:
@@ -1128,6 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
             "database_url": database_url,
             "workdir": str(workdir),
             "batch_size": args.batch_size,
+            "in_process": args.in_process,
             "url": url,
             "topics": topics,
         }
@@ -1163,6 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  storm:            {results['storm']}", flush=True)
     finally:
         if runtime is not None:
+            close_pipeline(runtime)
             runtime.close()
         if cleanup is not None:
             cleanup()

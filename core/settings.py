@@ -60,6 +60,10 @@ class IngestSettings(BaseModel):
         "vigie/#",
     ]
     extra_topics: list[str] = []
+    # The pipeline (decoding, connectors, tickets, the database) in a child
+    # process of its own, the MQTT client in this one: two cores instead of
+    # one. False: both in this process (tests, a one-core machine).
+    pipeline_process: bool = True
     # A batch is committed when it holds batch_size messages or is batch_ms old.
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_ms: int = Field(default=50, ge=1, le=10_000)

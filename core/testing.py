@@ -79,12 +79,16 @@ def vigie_plugins() -> tuple[Any, ...]:
 def vigie_settings(vigie_database_url: str, vigie_config_dir: Path, tmp_path: Path):
     from core.settings import Settings
 
-    return Settings(
+    settings = Settings(
         database_url=vigie_database_url,
         config_dir=vigie_config_dir,
         data_dir=tmp_path / "data",
         area_name=None,
     )
+    # Ingestion's pipeline in the test process: a child process would load the
+    # plugins from the settings alone, not the test's ``vigie_plugins``.
+    settings.ingest = settings.ingest.model_copy(update={"pipeline_process": False})
+    return settings
 
 
 @pytest.fixture

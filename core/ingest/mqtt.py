@@ -548,6 +548,7 @@ class Ingestion:
         self.client_id = client_id or runtime.settings.ingest.client_id or default_client_id(role)
         self.embedded_broker = embedded_broker
         self.pipeline = pipeline
+        self._own_pipeline: Any = None  # a PipelineProcess this object started
         self.check_silent = check_silent
         self.local: LocalBroker | None = None
         self.ingestor: MqttIngestor | None = None
@@ -575,9 +576,14 @@ class Ingestion:
             else:
                 url = f"mqtt://127.0.0.1:{options.embedded_port}"
         if self.pipeline is None:
-            from core.ingest.pipeline import IngestPipeline
+            if options.pipeline_process:
+                from core.ingest.pipeline_process import PipelineProcess
 
-            self.pipeline = IngestPipeline(self.runtime)
+                self.pipeline = self._own_pipeline = PipelineProcess(self.runtime.settings)
+            else:
+                from core.ingest.pipeline import IngestPipeline
+
+                self.pipeline = IngestPipeline(self.runtime)
         self.broker_url = url
         self.ingestor = MqttIngestor(
             self.runtime,
@@ -600,6 +606,8 @@ class Ingestion:
         self._stop.set()
         if self.ingestor is not None:
             self.ingestor.stop()
+        if self._own_pipeline is not None:
+            self._own_pipeline.close()
         if self._checker is not None:
             self._checker.join(5)
         if self.local is not None:

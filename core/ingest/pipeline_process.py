@@ -1,0 +1,179 @@
+"""The ingest pipeline in a process of its own, beside the MQTT client.
+
+One Python process runs one thread at a time: paho's network loop and the
+pipeline (decoding, connectors, tickets, the database) would share a core.
+With ``ingest.pipeline_process`` (the default), the ingestor keeps the MQTT
+client and hands each batch to a child process that runs
+:class:`core.ingest.pipeline.IngestPipeline` and answers once the batch is
+committed; only then does the ingestor acknowledge it. Nothing changes for
+the broker: a batch the child did not commit (a database error, the child
+killed) is not acknowledged, and it is handed over again.
+
+The child opens its own runtime from the same settings, so plugins (their
+``ticket_created`` and other after-commit hooks, telemetry) run there.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+from core.ingest.batch import BatchOutcome, RawMessage
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STARTUP_SECONDS = 120.0  # imports, plugins, configuration, database: a slow disk is slow
+
+
+class PipelineProcessError(RuntimeError):
+    """The child did not commit the batch; the ingestor will not acknowledge it."""
+
+
+class PipelineProcess:
+    """A :class:`core.ingest.mqtt.BatchProcessor` whose batches are processed
+    and committed by a child process (started on first use, restarted if it dies).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
+        self._process: Any = None
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def process_batch(self, messages: list[RawMessage]) -> BatchOutcome:
+        with self._lock:
+            conn = self._ensure_started()
+            try:
+                conn.send(messages)
+                reply = self._receive(conn)
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                self._discard()
+                raise PipelineProcessError(f"the pipeline process stopped: {exc}") from None
+        kind, value = reply
+        if kind == "error":
+            raise PipelineProcessError(value)
+        return value
+
+    def start(self) -> None:
+        """Start the child now rather than with the first batch."""
+        with self._lock:
+            self._ensure_started()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the child once it has finished its batch (its telemetry is flushed)."""
+        with self._lock:
+            if self._process is None:
+                return
+            try:
+                self._conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            self._process.join(timeout)
+            if self._process.is_alive():
+                log.warning("the ingest pipeline process did not stop in %.0f s; killed", timeout)
+                self._process.kill()
+                self._process.join(5)
+            self._discard()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    # --- The child's life -----------------------------------------------------------
+
+    def _ensure_started(self):
+        if self._process is not None and self._process.is_alive():
+            return self._conn
+        if self._process is not None:
+            log.error(
+                "the ingest pipeline process exited (code %s); starting another",
+                self._process.exitcode,
+            )
+            self._discard()
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_child_main,
+            args=(self.settings, theirs),
+            name="vigie-ingest-pipeline",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        self._process, self._conn = process, ours
+        kind, value = self._receive(ours, deadline=time.monotonic() + STARTUP_SECONDS)
+        if kind != "ready":
+            self._discard()
+            raise PipelineProcessError(f"the pipeline process could not start: {value}")
+        log.info("ingest pipeline process %s started", process.pid)
+        return ours
+
+    def _receive(self, conn, deadline: float | None = None) -> tuple[str, Any]:
+        # Wait for the answer, noticing a child that died without one.
+        while not conn.poll(0.5):
+            if not self._process.is_alive():
+                self._discard()
+                raise PipelineProcessError(
+                    f"the pipeline process died (exit code {self._process_exitcode()})"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                self._process.kill()
+                self._discard()
+                raise PipelineProcessError(
+                    f"the pipeline process did not start within {STARTUP_SECONDS:.0f} s"
+                )
+        return conn.recv()
+
+    def _process_exitcode(self):
+        return self._process.exitcode if self._process is not None else None
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        if self._process is not None and not self._process.is_alive():
+            self._process.join(0)
+        self._process = None
+
+
+def _child_main(settings: Settings, conn) -> None:
+    """The child: open a runtime, then process batches until told to stop."""
+    from core.gc_tuning import tune_for_service
+    from core.ingest.pipeline import IngestPipeline
+    from core.runtime import open_runtime
+
+    # As the vigie command logs (core.cli), with the child's name on each line.
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
+    try:
+        runtime = open_runtime(settings, prepare_schema=False)
+        pipeline = IngestPipeline(runtime)
+    except Exception as exc:
+        log.exception("the ingest pipeline process could not start")
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    tune_for_service()
+    conn.send(("ready", None))
+    try:
+        while True:
+            try:
+                messages = conn.recv()
+            except EOFError:  # the ingestor is gone
+                break
+            if messages is None:
+                break
+            try:
+                outcome = pipeline.process_batch(messages)
+            except Exception as exc:  # database errors: rolled back, not acked
+                log.exception("the ingest pipeline failed on a batch of %d messages", len(messages))
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            else:
+                conn.send(("ok", outcome))
+    finally:
+        runtime.close()
