@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Row
 from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.types import UTCDateTime
 
-from .service_requests import CLOSED_VALUES, REQUEST_FIELDS, STATUS_ACTIONS
+from .service_requests import OPEN_VALUES, REQUEST_FIELDS, STATUS_ACTIONS
 
 tickets = Ticket.__table__.c
 signals = SignalRecord.__table__.c
@@ -39,7 +39,7 @@ events = TicketEvent.__table__.c
 _UPDATED = type_coerce(
     case(
         (
-            tickets.status.in_(sorted(CLOSED_VALUES)),
+            tickets.status.not_in(sorted(OPEN_VALUES)),
             func.coalesce(tickets.resolved_at, tickets.closed_at, tickets.updated_at),
         ),
         else_=tickets.updated_at,
