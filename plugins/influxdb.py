@@ -383,7 +383,34 @@ def writer_for(settings: Settings) -> Writer:
         writer = _writers.get(key)
         if writer is None:
             writer = _writers[key] = Writer(settings)
+            _close_before_thread_pools_stop()
         return writer
+
+
+_closing_registered = False
+
+
+def _close_before_thread_pools_stop() -> None:
+    """At exit, write what is buffered while the client can still do it.
+
+    influxdb-client sends through thread pools, which refuse new work once
+    the interpreter's threading shutdown has run: a plain ``atexit`` handler
+    runs after that, and every point still buffered would be lost. Handlers
+    registered with ``threading._register_atexit`` run at that shutdown, the
+    last registered first: registered after the pools' own (this module's
+    Writer has imported them by now), ours runs before them.
+    """
+    global _closing_registered
+    if _closing_registered:
+        return
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # another Python: the atexit handler below still tries
+        return
+    try:
+        register(close_writers)
+    except RuntimeError:  # the interpreter is already shutting down
+        return
+    _closing_registered = True
 
 
 def writers() -> list[Writer]:
@@ -391,7 +418,7 @@ def writers() -> list[Writer]:
         return list(_writers.values())
 
 
-@atexit.register
+@atexit.register  # a fallback: see _close_before_thread_pools_stop
 def close_writers() -> None:
     """Write what is buffered (a few seconds at most) and close, e.g. at exit."""
     with _writers_lock:

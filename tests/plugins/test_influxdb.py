@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -219,3 +220,31 @@ def test_clermont_ferrand_writes_its_readings_through_the_plugin(vigie_runtime) 
     assert commune.enables("influxdb")
     settings = commune.plugin_config("influxdb")
     assert settings.url == "http://127.0.0.1:8428"
+
+
+def test_a_process_that_exits_without_closing_still_writes_its_buffered_points(
+    victoria, tmp_path
+) -> None:
+    """`vigie ingest` stopping, or the ingest pipeline's child process ending:
+    points buffered at exit are written before the client's thread pools stop."""
+    script = tmp_path / "exits.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from plugins import influxdb\n"
+        "from test_influxdb import meter_readings\n"
+        # Exits at once: the points are still in the 1 s batching window.
+        "from core.config import Commune\n"
+        f"settings = influxdb.Settings(url={victoria.url!r}, flush_interval_ms=1000,"
+        " batch_size=10_000)\n"
+        "commune = Commune(slug='testville', name='Testville', reference_prefix='TST',"
+        " plugins={'influxdb': settings})\n"
+        "influxdb.store_telemetry(readings=meter_readings(500), commune=commune)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not written" not in result.stderr, result.stderr
+    assert victoria.samples("water_meter_volume_m3") == 500
