@@ -222,10 +222,14 @@ class _Batch:
 
     def store(self, session: Session) -> None:
         self._session = session
-        states = load_states(session, self._states.keys())
-        moved = {pk for pk, state in states.items() if state.stored != self._states[pk].stored}
-        for pk in states.keys() - moved:
-            states[pk].take_over(self._states[pk])
+        states = load_states(session, self._states.keys(), decode=False)
+        moved = set()
+        for pk, state in states.items():
+            if state.stored == self._states[pk].stored:
+                state.take_over(self._states[pk])
+            else:  # changed meanwhile: its messages are read again below
+                state.decode()
+                moved.add(pk)
         incoming: list[IncomingAlert] = []
         for item, result in zip(self._readable, self._results, strict=True):
             pk = item.device.pk

@@ -198,6 +198,14 @@ class DeviceState:
         if self.last_seen_at is None or at > self.last_seen_at:
             self.last_seen_at = at
 
+    def decode(self) -> None:
+        """``state`` from the stored JSON (anything but an object: empty)."""
+        state = json.loads(self.stored) if self.stored else None
+        if isinstance(state, dict):
+            self.state = state
+        else:
+            self.state, self.stored = {}, None
+
     def take_over(self, worked: DeviceState) -> None:
         """Keep what ``worked`` (a copy read earlier, with the same stored state)
         made of the state, and the later of the two last-heard times."""
@@ -207,11 +215,12 @@ class DeviceState:
 
 
 def load_states(
-    session: Session, pks: Iterable[int], lock: bool = True
+    session: Session, pks: Iterable[int], lock: bool = True, decode: bool = True
 ) -> dict[int, DeviceState]:
     """The state of each device; with ``lock``, locked until commit on
     PostgreSQL (two ingest processes then never interleave their updates of
-    one device's state)."""
+    one device's state). Without ``decode``, only the stored JSON text is
+    read (``state`` is empty until :meth:`DeviceState.decode`)."""
     table = Device.__table__
     ids = sorted(set(pks))
     states: dict[int, DeviceState] = {}
@@ -226,10 +235,10 @@ def load_states(
         if lock:
             query = query.with_for_update()
         for pk, stored, last_seen_at in session.execute(query):
-            state = json.loads(stored) if stored else None
-            if not isinstance(state, dict):
-                state, stored = {}, None
-            states[pk] = DeviceState(pk, state, last_seen_at, stored=stored)
+            device = DeviceState(pk, {}, last_seen_at, stored=stored)
+            if decode:
+                device.decode()
+            states[pk] = device
     return states
 
 
