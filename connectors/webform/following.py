@@ -55,7 +55,7 @@ def offers_shown(offers: list[SimilarTicket], commune: Commune, language: str) -
         shown.append(
             Offer(
                 reference=ticket.reference,
-                category=category.name if category else ticket.category,
+                category=category.in_language(language).name if category else ticket.category,
                 status_label=status_label(ticket.status, language),
                 received=format_datetime(language, ticket.created_at.astimezone(zone)),
                 where=where,

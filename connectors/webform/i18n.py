@@ -2,7 +2,8 @@
 
 A plain dictionary per language: the pages are few and translators edit one
 file. Commune content (category names, questions) comes from the commune's
-configuration and is shown as written there.
+configuration: as written there, or from the category's ``translations`` for
+the page's language (see ``core.config.models.Category.in_language``).
 """
 
 from __future__ import annotations

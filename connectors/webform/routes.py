@@ -205,6 +205,7 @@ def build_router(
         problems: dict[str, str],
         token: str,
     ) -> Response:
+        category = category.in_language(language)
         return pages.render(
             request,
             "details.html",
@@ -231,6 +232,7 @@ def build_router(
         problems: dict[str, str],
     ) -> Response:
         hidden = [(name, items) for name, items in values.items() if name not in (FOLLOW, "photo")]
+        category = category.in_language(language)
         return pages.render(
             request,
             "already_reported.html",
@@ -297,7 +299,7 @@ def build_router(
                 step=2,
                 steps=STEPS,
                 commune=commune,
-                groups=grouped(public_categories(commune)),
+                groups=grouped([c.in_language(language) for c in public_categories(commune)]),
                 values=values,
                 problems=problems,
                 single_commune=len(communes) == 1,
@@ -436,7 +438,7 @@ def build_router(
             language,
             reference=ticket.reference,
             commune=commune,
-            category_name=category.name if category else ticket.category,
+            category_name=category.in_language(language).name if category else ticket.category,
             followed=request.query_params.get("followed") == "1",
         )
 

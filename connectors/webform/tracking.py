@@ -124,7 +124,7 @@ def public_ticket(
     return PublicTicket(
         reference=ticket.reference,
         commune=commune.name,
-        category=category.name if category else ticket.category,
+        category=category.in_language(language).name if category else ticket.category,
         status=ticket.status,
         status_label=status_label(ticket.status, language),
         received=format_datetime(language, ticket.created_at.astimezone(zone)),

@@ -44,6 +44,26 @@ class Question(BaseModel):
         return self
 
 
+class QuestionText(BaseModel):
+    """A question's words in another language; what is left out stays as written."""
+
+    model_config = _STRICT
+    label: str | None = None
+    help: str | None = None
+    choices: dict[str, str] = {}  # choice key -> name
+
+
+class CategoryText(BaseModel):
+    """A category's words in another language (``[categories.translations.en]``);
+    what is left out stays as written in the category itself."""
+
+    model_config = _STRICT
+    name: str | None = None
+    group: str | None = None
+    description: str | None = None
+    questions: dict[str, QuestionText] = {}  # question code -> its words
+
+
 class Category(BaseModel):
     """A kind of problem the commune handles: an Open311 service."""
 
@@ -63,9 +83,66 @@ class Category(BaseModel):
     # Metres within which a new report is offered an open ticket of this
     # category ("already reported"); None: the commune's ``matching_radius_m``.
     matching_radius_m: float | None = Field(default=None, ge=0, le=5000)
+    # The words residents read, in other languages than the commune's own
+    # (the web form in English): language code -> what changes.
+    translations: dict[str, CategoryText] = {}
+
+    @model_validator(mode="after")
+    def _translations_match(self) -> Category:
+        problems = []
+        for language, text in self.translations.items():
+            if not (len(language) == 2 and language.isascii() and language.islower()):
+                problems.append(f"translations.{language}: not a two-letter language code")
+            for code, words in text.questions.items():
+                question = self.question(code)
+                if question is None:
+                    problems.append(f"translations.{language}.questions.{code}: no such question")
+                    continue
+                keys = {choice.key for choice in question.choices}
+                for key in words.choices.keys() - keys:
+                    problems.append(
+                        f"translations.{language}.questions.{code}.choices.{key}: "
+                        f"no such choice (choices: {', '.join(sorted(keys)) or 'none'})"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def question(self, code: str) -> Question | None:
         return next((q for q in self.questions if q.code == code), None)
+
+    def in_language(self, language: str) -> Category:
+        """This category with the words of ``language`` where it has them."""
+        text = self.translations.get(language)
+        if text is None:
+            return self
+        questions = []
+        for question in self.questions:
+            words = text.questions.get(question.code)
+            if words is None:
+                questions.append(question)
+                continue
+            choices = tuple(
+                choice.model_copy(update={"name": words.choices.get(choice.key, choice.name)})
+                for choice in question.choices
+            )
+            questions.append(
+                question.model_copy(
+                    update={
+                        "label": words.label or question.label,
+                        "help": words.help or question.help,
+                        "choices": choices,
+                    }
+                )
+            )
+        return self.model_copy(
+            update={
+                "name": text.name or self.name,
+                "group": text.group or self.group,
+                "description": text.description or self.description,
+                "questions": tuple(questions),
+            }
+        )
 
 
 class Team(BaseModel):

@@ -84,6 +84,20 @@ choices = [
     { key = "metal", name = "Métal" },
     { key = "verre", name = "Verre" },
 ]
+
+[categories.translations.en]
+name = "Every type of question"
+group = "Trials"
+description = "A test category."
+
+[categories.translations.en.questions.couleur]
+label = "Colour"
+choices = { rouge = "Red" }
+
+[categories.translations.en.questions.materiaux]
+label = "Materials"
+help = "What you can see."
+choices = { bois = "Wood", metal = "Metal", verre = "Glass" }
 """
 
 REPORTER = {
@@ -833,3 +847,33 @@ def test_the_stylesheet_is_served(vigie_api):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/css")
     assert ":focus-visible" in response.text
+
+
+def test_english_pages_use_the_categorys_english_words(vigie_api):
+    """[categories.translations.en] in the commune's file: names, questions and
+    choices in English; what it leaves out stays as written; French unchanged."""
+    listing = vigie_api.client.get("/", params={"commune": "royat", "lang": "en"}).text
+    assert "Every type of question" in listing and "Trials" in listing
+    page = details_page(vigie_api, "royat", "essai-types", lang="en").text
+    assert "<h1>Every type of question</h1>" in page
+    assert "A test category." in page
+    assert label_for(page, "answers-couleur").startswith("Colour")
+    assert ">Red</option>" in page and ">Vert</option>" in page  # Vert left in French
+    assert "<legend>Materials" in page and "What you can see." in page
+    assert ">Wood</label>" in page
+    assert label_for(page, "answers-libelle").startswith("Un texte court")  # not translated
+    french = details_page(vigie_api, "royat", "essai-types").text
+    assert "<h1>Essai de tous les types</h1>" in french and ">Rouge</option>" in french
+    answers = {
+        "answers.libelle": "x", "answers.nombre": "2", "answers.urgent": "false",
+        "answers.couleur": "rouge",
+    }  # fmt: skip
+    report = {"description": "Barrière tordue", "address": "Place Allard", "notify_by": "none"}
+    done = submit(vigie_api, "royat", "essai-types", {**report, **answers}, lang="en")
+    assert done.status_code == 303, done.text
+    receipt = vigie_api.client.get(done.headers["location"]).text
+    assert "Every type of question" in receipt
+    track = vigie_api.client.get(f"/track/{reference_of(done)}", params={"lang": "en"}).text
+    assert "Every type of question" in track
+    ticket = staff_ticket(vigie_api, reference_of(done))
+    assert ticket["answers"]["couleur"] == "rouge"  # stored by key, whatever the language

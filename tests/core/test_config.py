@@ -467,3 +467,31 @@ def test_a_failing_register_categories_does_not_stop_loading(tmp_path, caplog):
     area = load_area(tmp_path, get_plugin_manager(extra_plugins=(BrokenPlugin(),)))
     assert area.commune("royat").categories == ()
     assert 'plugin "casse" failed in register_categories for commune royat' in caplog.text
+
+
+def test_a_translation_must_name_the_categorys_questions_and_choices(tmp_path):
+    body = """
+        [[categories]]
+        code = "voirie"
+        name = "Voirie"
+        group = "Voirie"
+        [[categories.questions]]
+        code = "taille"
+        label = "Taille"
+        type = "choice"
+        choices = [{ key = "petit", name = "Petit" }]
+        [categories.translations.en]
+        name = "Roads"
+        [categories.translations.en.questions.taille]
+        choices = { small = "Small" }
+        [categories.translations.en.questions.couleur]
+        label = "Colour"
+        [categories.translations.English]
+        name = "Roads"
+        """
+    write_config(tmp_path, {"communes/royat.toml": commune_toml("royat", "ROY", body)})
+    [problem] = problems(tmp_path)
+    assert problem.startswith("communes/royat.toml: categories[0]: ")
+    assert "translations.en.questions.taille.choices.small: no such choice (choices: petit)" in problem
+    assert "translations.en.questions.couleur: no such question" in problem
+    assert "translations.English: not a two-letter language code" in problem
