@@ -147,6 +147,9 @@ def deadletters(context: Context, limit: int, stage: str | None) -> None:
             when = letter.received_at.isoformat(timespec="seconds")
             click.echo(f"{when}  {letter.stage:<9} {letter.topic}")
             click.echo(f"    reason: {letter.reason}")
+            if letter.repeats:
+                last = letter.last_received_at.isoformat(timespec="seconds")
+                click.echo(f"    came again: {letter.repeats} time(s), last {last}")
             click.echo(f"    payload: {_excerpt(letter.payload)}")
             count += 1
     if not count:

@@ -43,6 +43,9 @@ class DeadLetterOut(BaseModel):
     size: int
     encoding: Literal["utf-8", "base64"]
     payload: str
+    # The same bytes on the same topic again (a redelivery, a device resending).
+    repeats: int = 0
+    last_received_at: datetime | None = None
 
     @classmethod
     def of(cls, letter: DeadLetter) -> DeadLetterOut:
@@ -57,6 +60,8 @@ class DeadLetterOut(BaseModel):
             size=len(letter.payload),
             encoding=encoding,
             payload=payload,
+            repeats=letter.repeats or 0,
+            last_received_at=letter.last_received_at,
         )
 
 

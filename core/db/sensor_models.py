@@ -49,7 +49,11 @@ class Device(Base):
 
 
 class DeadLetter(Base):
-    """A message that could not be read, kept byte for byte with the reason."""
+    """A message that could not be read, kept byte for byte with the reason.
+
+    The same bytes on the same topic again (the broker redelivering a batch
+    that was not acknowledged, a device resending) are one dead letter with
+    ``repeats`` counted, not another row."""
 
     __tablename__ = "dead_letters"
 
@@ -63,6 +67,10 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(Text)
     device_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # sha256 of topic and payload (see core.ingest.records.letter_digest).
+    digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_received_at: Mapped[datetime | None]
 
 
 class UnregisteredDevice(Base):

@@ -46,6 +46,7 @@ from core.ingest.records import (
     UnregisteredTally,
     dead_letter,
     load_states,
+    store_dead_letters,
     write_states,
 )
 from core.ingest.silent import check_silent_meters
@@ -242,8 +243,7 @@ class _Batch:
             self.outcome.readings += len(result.readings)
             self.readings += result.readings
             incoming += result.alerts
-        for letter in self._dead_letters:
-            session.add(letter)
+        store_dead_letters(session, self._dead_letters)
         self.outcome.dead_letters += len(self._dead_letters)
         desk = AlertDesk(
             self.runtime, session, self.outcome, self._alert_failed, careful=self.careful
@@ -358,5 +358,5 @@ class _Batch:
     def _alert_failed(self, item: IncomingAlert, reason: str) -> None:
         if isinstance(item.source, RawMessage) and self._session is not None:
             letter = self._letter(item.source, "ticket", reason, item.alert.device_id)
-            self._session.add(letter)
+            store_dead_letters(self._session, [letter])
             self.outcome.dead_letters += 1

@@ -3,6 +3,7 @@ messages, and the connectors' state of each device. Written once per batch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,15 +29,53 @@ def dead_letter(
     reason: str,
     device_id: str | None = None,
 ) -> DeadLetter:
+    payload = bytes(payload)
     return DeadLetter(
         topic=topic,
-        payload=bytes(payload),
+        payload=payload,
         received_at=received_at,
         stage=stage,
         reason=reason,
         device_id=device_id,
         created_at=utcnow(),
+        digest=letter_digest(topic, payload),
+        repeats=0,
     )
+
+
+def letter_digest(topic: str, payload: bytes) -> str:
+    """What makes two dead letters the same message: its topic and its bytes."""
+    return hashlib.sha256(topic.encode("utf-8", "surrogatepass") + b"\0" + payload).hexdigest()
+
+
+def store_dead_letters(session: Session, letters: list[DeadLetter]) -> None:
+    """Add ``letters``; the same message already stored (or twice in the list)
+    counts a repeat on the first one instead of a row (one query a batch)."""
+    if not letters:
+        return
+    by_digest: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_digest.setdefault(letter.digest, []).append(letter)
+    stored: dict[str, DeadLetter] = {}
+    digests = sorted(by_digest)
+    for start in range(0, len(digests), _CHUNK):
+        query = (
+            select(DeadLetter)
+            .where(DeadLetter.digest.in_(digests[start : start + _CHUNK]))
+            .order_by(DeadLetter.id)
+        )
+        for earlier in session.scalars(query):
+            stored.setdefault(earlier.digest, earlier)
+    for digest, group in by_digest.items():
+        first = stored.get(digest)
+        if first is None:
+            first, group = group[0], group[1:]
+            session.add(first)
+        if group:
+            first.repeats = (first.repeats or 0) + len(group)
+            latest = max(letter.received_at for letter in group)
+            if first.last_received_at is None or latest > first.last_received_at:
+                first.last_received_at = latest
 
 
 def _upsert(session: Session):

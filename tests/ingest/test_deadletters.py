@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -194,6 +194,7 @@ def test_malformed_messages_never_crash_and_land_in_the_dead_letters(
 ):
     with vigie_runtime.sessions() as session:
         before = session.scalar(select(func.max(DeadLetter.id))) or 0
+        repeats_before = session.scalar(select(func.sum(DeadLetter.repeats))) or 0
     outcome = pipeline.process_batch(batch)  # must not raise
     # Every message read or kept (no topic here names an unknown device).
     assert outcome.accepted + outcome.dead_letters + outcome.unregistered == len(batch)
@@ -201,8 +202,30 @@ def test_malformed_messages_never_crash_and_land_in_the_dead_letters(
         letters = session.scalars(
             select(DeadLetter).where(DeadLetter.id > before).order_by(DeadLetter.id)
         ).all()
-    assert len(letters) == outcome.dead_letters
+        repeats = (session.scalar(select(func.sum(DeadLetter.repeats))) or 0) - repeats_before
+    # Each one stored, or counted on the letter of the same bytes (hypothesis repeats itself).
+    assert len(letters) + repeats == outcome.dead_letters
     kept = [(letter.topic, letter.payload) for letter in letters]
     for item in kept:
         assert item in [(m.topic, m.payload) for m in batch]  # byte for byte
     assert all(letter.reason for letter in letters)
+
+
+def test_the_same_bad_message_again_is_a_repeat_not_another_letter(vigie_api, pipeline):
+    """The broker redelivers a batch it had no ack for; a device resends: one
+    dead letter, its repeats counted."""
+    bad = RawMessage("vigie/clermont/junk", b'{"truncated": ', NOW)
+    other = RawMessage("vigie/clermont/junk", b"not json at all", NOW)
+    first = pipeline.process_batch([bad, bad])
+    assert first.dead_letters == 2
+    later = RawMessage(bad.topic, bad.payload, NOW + timedelta(minutes=5))
+    pipeline.process_batch([later, other])
+    items = vigie_api.client.get(
+        "/api/v1/deadletters", headers=vigie_api.headers("admin")
+    ).json()["items"]
+    assert len(items) == 2
+    [letter] = [i for i in items if i["payload"] == '{"truncated": ']
+    assert letter["repeats"] == 2
+    assert letter["last_received_at"].startswith((NOW + timedelta(minutes=5)).isoformat()[:16])
+    [fresh] = [i for i in items if i["payload"] == "not json at all"]
+    assert fresh["repeats"] == 0 and fresh["last_received_at"] is None
