@@ -154,7 +154,11 @@ def compose_notifications(
     messages = []
     for channel, recipient, contact in _recipients(contacts):
         language = _language(contact.language, commune)
-        subject, body = templates.render(kind, channel, language, {**facts, "name": contact.name})
+        words = {**facts, "name": contact.name}
+        category = commune.category(ticket.category)
+        if category is not None:  # its name in the resident's language, where the config has it
+            words["category"] = category.in_language(language).name
+        subject, body = templates.render(kind, channel, language, words)
         messages.append(
             Notification(
                 channel=channel, recipient=recipient, subject=subject, body=body,

@@ -312,3 +312,15 @@ def test_a_further_report_is_told_which_ticket_it_joined(create, queued, vigie_r
     assert f"{PUBLIC_URL}/track/{ticket['reference']}" in attached.body
     attach(Reporter())  # anonymous: nobody to tell, and Élodie is not told twice
     assert len(queued(ticket)) == 2
+
+
+def test_an_english_receipt_names_the_category_in_english(create, queued, vigie_runtime):
+    voirie = vigie_runtime.commune("clermont-ferrand").category("voirie")
+    english = voirie.in_language("en").name
+    assert english != voirie.name, "the example config gives voirie its English name"
+    ticket = create({**ELODIE, "language": "en"})
+    (receipt,) = queued(ticket)
+    assert receipt.language == "en"
+    assert f"Problem: {english}" in receipt.body
+    (french,) = queued(create(ELODIE))
+    assert voirie.name in french.body
