@@ -44,6 +44,7 @@ from core.ingest.recovery import (
     recovered_event,
     resolve_if_all_recovered,
     resolves_on_recovery,
+    still_active,
 )
 from core.ingest.signals_index import (
     OPEN,
@@ -280,12 +281,15 @@ class AlertDesk:
             self.session.execute(insert(SignalRecord), [signal_row(r) for r in self._bulk])
             for ticket in self._tickets.values():
                 self.session.expire(ticket, ["signals"])
+        active = still_active(self.session, sorted(p.ticket.id for p in self._resolutions.values()))
         for pending in self._resolutions.values():
             if pending.ticket.status not in OPEN:
                 continue
             try:
                 self._guarded(
-                    lambda p=pending: resolve_if_all_recovered(self.runtime, self.session, p)
+                    lambda p=pending: resolve_if_all_recovered(
+                        self.runtime, self.session, p, active=p.ticket.id in active
+                    )
                 )
             except SQLAlchemyError:
                 raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import ticket_actions
@@ -81,18 +81,32 @@ def _path_to_resolved(status: str) -> list[str]:
     return []
 
 
-def resolve_if_all_recovered(
-    runtime: Runtime, session: Session, pending: PendingResolution
-) -> bool:
-    """Resolve the ticket if none of its alerts is still active; True if it was."""
-    ticket = pending.ticket
-    active = session.scalar(
-        select(func.count()).where(
-            SignalRecord.ticket_id == ticket.id,
-            SignalRecord.kind == "alert",
-            SignalRecord.recovered_at.is_(None),
+def still_active(session: Session, ticket_ids: list[int]) -> set[int]:
+    """Those of the tickets that hold an alert not recovered yet (one query)."""
+    active: set[int] = set()
+    for start in range(0, len(ticket_ids), 500):
+        active.update(
+            session.scalars(
+                select(SignalRecord.ticket_id)
+                .where(
+                    SignalRecord.ticket_id.in_(ticket_ids[start : start + 500]),
+                    SignalRecord.kind == "alert",
+                    SignalRecord.recovered_at.is_(None),
+                )
+                .distinct()
+            )
         )
-    )
+    return active
+
+
+def resolve_if_all_recovered(
+    runtime: Runtime, session: Session, pending: PendingResolution, active: bool | None = None
+) -> bool:
+    """Resolve the ticket if none of its alerts is still active; True if it was.
+    ``active``: already known (see :func:`still_active`), else asked here."""
+    ticket = pending.ticket
+    if active is None:
+        active = bool(still_active(session, [ticket.id]))
     if active:
         return False
     steps = _path_to_resolved(ticket.status)
