@@ -38,6 +38,9 @@ from core.ingest.mqtt import BrokerUrl, new_client
 SHARED_MOSQUITTO = ("127.0.0.1", 1883)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -298,3 +301,15 @@ def make_ingestor() -> Iterator[Callable[..., Any]]:
     for ingestor in made:
         if ingestor.running:
             ingestor.stop(timeout=2)
+
+
+@pytest.fixture
+def registry(vigie_runtime) -> None:
+    """The demo registry of config/devices/, imported."""
+    from core.devices import import_devices
+
+    with vigie_runtime.sessions() as session:
+        for path in sorted((REPO / "config" / "devices").iterdir()):
+            if path.suffix in (".csv", ".geojson"):
+                import_devices(vigie_runtime, session, path.name, path.read_bytes())
+        session.commit()

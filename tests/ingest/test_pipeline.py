@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select
 
 from core.db.sensor_models import Device
-from core.devices import import_devices
 from core.ingest.pipeline import BatchOutcome, IngestPipeline, RawMessage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,16 +64,6 @@ def telemetry(monkeypatch) -> list:
         "core.ingest.pipeline.store_readings", lambda runtime, readings: handed.extend(readings)
     )
     return handed
-
-
-@pytest.fixture
-def registry(vigie_runtime) -> None:
-    """The demo registry of config/devices/, imported."""
-    with vigie_runtime.sessions() as session:
-        for path in sorted((REPO / "config" / "devices").iterdir()):
-            if path.suffix in (".csv", ".geojson"):
-                import_devices(vigie_runtime, session, path.name, path.read_bytes())
-        session.commit()
 
 
 @pytest.fixture

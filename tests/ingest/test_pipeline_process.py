@@ -10,17 +10,13 @@ import os
 import signal
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from core.devices import import_devices
 from core.ingest.batch import RawMessage
 from core.ingest.mqtt import Ingestion
 from core.ingest.pipeline_process import PipelineProcess, PipelineProcessError
 from core.testing import sample_message
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -30,15 +26,6 @@ def child_settings(vigie_runtime):
     return settings.model_copy(
         update={"ingest": settings.ingest.model_copy(update={"pipeline_process": True})}
     )
-
-
-@pytest.fixture
-def registry(vigie_runtime) -> None:
-    with vigie_runtime.sessions() as session:
-        for path in sorted((REPO / "config" / "devices").iterdir()):
-            if path.suffix in (".csv", ".geojson"):
-                import_devices(vigie_runtime, session, path.name, path.read_bytes())
-        session.commit()
 
 
 def raw(name: str) -> RawMessage:
