@@ -580,6 +580,10 @@ class Ingestion:
                 from core.ingest.pipeline_process import PipelineProcess
 
                 self.pipeline = self._own_pipeline = PipelineProcess(self.runtime.settings)
+                # Started now, beside the MQTT connection: the first batch need not wait.
+                threading.Thread(
+                    target=self._start_pipeline, name="vigie-pipeline-start", daemon=True
+                ).start()
             else:
                 from core.ingest.pipeline import IngestPipeline
 
@@ -601,6 +605,12 @@ class Ingestion:
             )
             self._checker.start()
         return self.ingestor
+
+    def _start_pipeline(self) -> None:
+        try:
+            self._own_pipeline.start()
+        except Exception:  # the first batch tries again, and is not acked until it works
+            log.exception("the ingest pipeline process could not start")
 
     def stop(self) -> None:
         self._stop.set()

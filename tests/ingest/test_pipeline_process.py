@@ -102,6 +102,8 @@ def test_messages_through_the_broker_are_acked_once_the_child_stored_them(
     try:
         assert isinstance(ingestion.pipeline, PipelineProcess)
         assert ingestor.wait_ready(10)
+        # Started with the ingestion, not by the first batch.
+        assert wait_until(lambda: ingestion.pipeline.pid is not None, timeout=60)
         publisher.publish(f"v3/{application}/devices/wm-000451/up", leak.payload)
         assert wait_until(lambda: ingestor.counters.acked == 1, timeout=60), ingestor.counters
         [ticket] = sensor_tickets(vigie_api, "wm-000451")
