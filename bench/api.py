@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,7 +64,8 @@ from fastapi import FastAPI, Request
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from bench.databases import bench_database  # noqa: E402
+
 HOST = "127.0.0.1"
 STREETS = (
     "rue Blatin", "avenue des États-Unis", "rue Ballainvilliers", "boulevard Lafayette",
@@ -127,26 +127,6 @@ def sample_answers(category, rng: random.Random) -> dict[str, Any]:
 
 
 # --- Database ----------------------------------------------------------------------------
-
-
-def database_url(database: str, workdir: Path) -> tuple[str, Any]:
-    """The run's database URL and a cleanup function (drops the PostgreSQL schema)."""
-    from sqlalchemy import create_engine, text
-
-    if database == "sqlite":
-        return f"sqlite:///{workdir / 'bench.db'}", None
-    base = os.environ.get("VIGIE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
-    schema = f"bench_api_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def cleanup() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}", cleanup
 
 
 def bench_config(workdir: Path) -> Path:
@@ -695,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = random.Random(20261125)
     workdir = Path(tempfile.mkdtemp(prefix="vigie-bench-api-"))
-    url, cleanup = database_url(args.database, workdir)
+    url, cleanup = bench_database(args.database, workdir, prefix="bench_api")
     servers: list[Server] = []
     try:
         config = bench_config(workdir)

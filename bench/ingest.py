@@ -27,7 +27,9 @@ cProfile of ``process_batch`` (the worker thread) in the throughput phase.
 ``--processes N`` (default 1) runs the throughput and latency phases with N
 ingest processes, as N ``vigie ingest`` would: spawned, each with its own
 runtime on the run's database (the same SQLite file, the same PostgreSQL
-schema) and its own client id, all in one shared subscription
+schema), its pipeline in itself (``ingest.pipeline_process`` off: the
+processes are daemonic, and the cores are taken) and its own client id, all
+in one shared subscription
 (``$share/<group>/<filter>``, what ``ingest.shared_group`` sets). Reported
 together: messages stored per second from the first process's start to the
 last commit of any, batches, p50 batch time, the outcomes summed, and live,
@@ -80,22 +82,21 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
+from bench.databases import bench_database  # noqa: E402
 from core.gc_tuning import tune_for_service  # noqa: E402
 from core.ingest.mqtt import BrokerUrl, MqttIngestor, new_client  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.simulate import Simulation  # noqa: E402
 
 log = logging.getLogger("bench")
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def free_port() -> int:
@@ -366,25 +367,6 @@ class TimedPipeline:
             self.outcome = BatchOutcome()
         self.outcome.add(outcome)
         return outcome
-
-
-def bench_database(database: str, workdir: Path) -> tuple[str, Callable[[], None] | None]:
-    """The database URL of the run (a SQLite file, or a PostgreSQL schema of its
-    own) and what drops it afterwards."""
-    if database == "sqlite":
-        return f"sqlite:///{workdir / 'bench.db'}", None
-    base = os.environ.get("VIGIE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def cleanup() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}", cleanup
 
 
 def open_bench_runtime(
@@ -739,8 +721,10 @@ def ingest_process_main(conn, spec: dict[str, Any]) -> None:
         level=logging.WARNING,
         format=f"%(levelname)s {spec['client_id']} %(name)s: %(message)s",
     )
+    # The pipeline in this process: a daemonic process may not start another, and
+    # with N ingest processes the cores are taken already.
     runtime = open_bench_runtime(
-        spec["database_url"], Path(spec["workdir"]), spec["batch_size"], spec["in_process"]
+        spec["database_url"], Path(spec["workdir"]), spec["batch_size"], in_process=True
     )
     pipeline_of(runtime)  # started before it is timed
 
@@ -1170,7 +1154,6 @@ def main(argv: list[str] | None = None) -> int:
             "database_url": database_url,
             "workdir": str(workdir),
             "batch_size": args.batch_size,
-            "in_process": args.in_process,
             "url": url,
             "topics": topics,
         }

@@ -34,6 +34,7 @@ since name other messages.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import socket
 import ssl
 import threading
@@ -576,7 +577,12 @@ class Ingestion:
             else:
                 url = f"mqtt://127.0.0.1:{options.embedded_port}"
         if self.pipeline is None:
-            if options.pipeline_process:
+            if options.pipeline_process and multiprocessing.current_process().daemon:
+                log.warning(
+                    "ingest.pipeline_process: this process is a daemonic multiprocessing "
+                    "child, which may not start processes; the pipeline runs in it"
+                )
+            if options.pipeline_process and not multiprocessing.current_process().daemon:
                 from core.ingest.pipeline_process import PipelineProcess
 
                 self.pipeline = self._own_pipeline = PipelineProcess(self.runtime.settings)
