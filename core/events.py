@@ -16,9 +16,15 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 _KEY = "vigie_after_commit"
-# What other modules keep on the session for one transaction only: core.history's
-# events recorded, core.db.ids's ids taken.
-_PER_TRANSACTION = ("vigie_recorded_events", "vigie_last_taken_ids")
+_PER_TRANSACTION: set[str] = set()
+
+
+def per_transaction(key: str) -> str:
+    """Declare ``key`` of ``session.info`` as kept for one transaction only:
+    sessions made by :func:`install`'s factory drop it at each commit and
+    rollback. Returns ``key``, for the declaring module's constant."""
+    _PER_TRANSACTION.add(key)
+    return key
 
 
 def after_commit(session: Session, hook_name: str, **kwargs: Any) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import events
 from core.db.models import Ticket, TicketEvent
 from core.db.types import utcnow
 
-_RECORDED = "vigie_recorded_events"
+_RECORDED = events.per_transaction("vigie_recorded_events")
 
 
 def record(

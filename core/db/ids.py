@@ -11,7 +11,9 @@ from __future__ import annotations
 from sqlalchemy import Select, Table, func, select, text
 from sqlalchemy.orm import Session
 
-_LAST_TAKEN = "vigie_last_taken_ids"
+from core.events import per_transaction
+
+_LAST_TAKEN = per_transaction("vigie_last_taken_ids")
 # PostgreSQL: ids taken from the sequence a few at a time, kept for this
 # transaction (core.events forgets them at its end: unused ones are gaps).
 BLOCK = 8

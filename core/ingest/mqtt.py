@@ -577,12 +577,14 @@ class Ingestion:
             else:
                 url = f"mqtt://127.0.0.1:{options.embedded_port}"
         if self.pipeline is None:
-            if options.pipeline_process and multiprocessing.current_process().daemon:
+            in_child = options.pipeline_process
+            if in_child and multiprocessing.current_process().daemon:
+                in_child = False
                 log.warning(
                     "ingest.pipeline_process: this process is a daemonic multiprocessing "
                     "child, which may not start processes; the pipeline runs in it"
                 )
-            if options.pipeline_process and not multiprocessing.current_process().daemon:
+            if in_child:
                 from core.ingest.pipeline_process import PipelineProcess
 
                 self.pipeline = self._own_pipeline = PipelineProcess(self.runtime.settings)

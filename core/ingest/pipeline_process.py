@@ -116,27 +116,25 @@ class PipelineProcess:
         # Wait for the answer, noticing a child that died without one.
         while not conn.poll(0.5):
             if not self._process.is_alive():
+                code = self._process.exitcode
                 self._discard()
-                raise PipelineProcessError(
-                    f"the pipeline process died (exit code {self._process_exitcode()})"
-                )
+                raise PipelineProcessError(f"the pipeline process died (exit code {code})")
             if deadline is not None and time.monotonic() > deadline:
-                self._process.kill()
                 self._discard()
                 raise PipelineProcessError(
                     f"the pipeline process did not start within {STARTUP_SECONDS:.0f} s"
                 )
         return conn.recv()
 
-    def _process_exitcode(self):
-        return self._process.exitcode if self._process is not None else None
-
     def _discard(self) -> None:
+        """Give up on the child: never two at once (a live one is killed)."""
         if self._conn is not None:
             self._conn.close()
         self._conn = None
-        if self._process is not None and not self._process.is_alive():
-            self._process.join(0)
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(5)
         self._process = None
 
 
