@@ -64,7 +64,6 @@ import argparse
 import contextlib
 import cProfile
 import dataclasses
-import getpass
 import hashlib
 import json
 import logging
@@ -72,7 +71,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -95,14 +93,9 @@ from core.gc_tuning import tune_for_service  # noqa: E402
 from core.ingest.mqtt import BrokerUrl, MqttIngestor, new_client  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.simulate import Simulation  # noqa: E402
+from core.testing import PrivateMosquitto  # noqa: E402
 
 log = logging.getLogger("bench")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def digest(payload: bytes) -> bytes:
@@ -110,46 +103,6 @@ def digest(payload: bytes) -> bytes:
 
 
 # --- The broker ----------------------------------------------------------------------
-
-
-class PrivateMosquitto:
-    """Mosquitto as a city would run it for ingestion: persistence on, and a queue
-    per persistent session large enough to hold a backlog (the default 1000
-    drops what comes beyond while an ingestor is away or behind)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.directory / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            f"user {getpass.getuser()}\n"
-            "allow_anonymous true\n"
-            f"persistence true\npersistence_location {self.directory}/\n"
-            "max_queued_messages 1000000\n"
-            "max_queued_bytes 0\n"
-            f"log_dest file {self.directory}/mosquitto.log\n"
-        )
-        self.process = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
 
 
 def mosquitto_version() -> str:
@@ -1111,7 +1064,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if shutil.which("mosquitto") is None:
             parser.error("mosquitto is not installed: apt-get install mosquitto, or give --url")
-        broker = PrivateMosquitto(workdir / "mosquitto")
+        # As a city would run it for ingestion: persistence on (always, here), and
+        # a queue per persistent session large enough to hold a backlog (the
+        # default 1000 drops what comes beyond while an ingestor is away or behind).
+        broker = PrivateMosquitto(
+            workdir / "mosquitto",
+            "allow_anonymous true\nmax_queued_messages 1000000\nmax_queued_bytes 0\n",
+        )
         broker.directory.mkdir()
         broker.start()
         url = broker.url

@@ -21,10 +21,15 @@ Fixtures: ``vigie_database_url`` (SQLite, and PostgreSQL too when
 
 from __future__ import annotations
 
+import getpass
 import os
+import signal
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +184,66 @@ def sample_message(name: str) -> SampleMessage:
     payload = data["payload"]
     body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
     return SampleMessage(topic=data["topic"], payload=body, note=data.get("note", ""))
+
+
+# --- A Mosquitto of one's own (tests of broker restarts, the ingestion benchmark) ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PrivateMosquitto:
+    """A Mosquitto of one's own, on a free port, with its own config and data dir
+    (``extra_config``: more lines of mosquitto.conf; default: anonymous clients)."""
+
+    directory: Path
+    extra_config: str = ""
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            # Run as ourselves: as root, Mosquitto would switch to user mosquitto,
+            # who cannot write our directory.
+            f"user {getpass.getuser()}\n"
+            f"persistence true\npersistence_location {self.directory}/\n"
+            f"log_dest file {self.directory}/mosquitto.log\n"
+            + (self.extra_config or "allow_anonymous true\n")
+        )
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 10
+        while not self._listening():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start: {self.log()}")
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: Mosquitto saves its persistence file, as on a service restart."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)
+        self.process = None
+
+    def log(self) -> str:
+        path = self.directory / "mosquitto.log"
+        return path.read_text() if path.exists() else ""

@@ -15,12 +15,8 @@ it are skipped when the ``mosquitto`` binary is missing.
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -34,17 +30,12 @@ import pytest
 
 from core.ingest.broker import Answer, EmbeddedBroker, probe
 from core.ingest.mqtt import BrokerUrl, new_client
+from core.testing import PrivateMosquitto, free_port
 
 SHARED_MOSQUITTO = ("127.0.0.1", 1883)
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> bool:
@@ -183,55 +174,6 @@ class RecordingPipeline:
     def payloads(self) -> list[bytes]:
         with self.lock:
             return [m.payload for batch in self.batches for m in batch]
-
-
-@dataclass
-class PrivateMosquitto:
-    """A Mosquitto of one test, on its own port, with its own config and data dir."""
-
-    directory: Path
-    extra_config: str = ""
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.directory / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            # Run as ourselves: as root, Mosquitto would switch to user mosquitto,
-            # who cannot write the test's directory.
-            f"user {getpass.getuser()}\n"
-            f"persistence true\npersistence_location {self.directory}/\n"
-            f"log_dest file {self.directory}/mosquitto.log\n"
-            + (self.extra_config or "allow_anonymous true\n")
-        )
-        self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        if not wait_until(self._listening):
-            raise RuntimeError(f"mosquitto did not start: {self.log()}")
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """SIGTERM: Mosquitto saves its persistence file, as on a service restart."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(10)
-        self.process = None
-
-    def log(self) -> str:
-        path = self.directory / "mosquitto.log"
-        return path.read_text() if path.exists() else ""
 
 
 @pytest.fixture
