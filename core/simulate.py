@@ -656,7 +656,11 @@ def publish(
     broker = BrokerUrl.parse(url)
     client = new_client(f"vigie-simulate-{uuid.uuid4().hex[:8]}")
     broker.configure(client)
-    client.max_inflight_messages_set(1000)
+    # No in-flight limit: with one, paho scans every message in flight at
+    # each PUBACK (Client._update_inflight), and with 1,000 in flight that
+    # scan, not the broker, set the pace. The wait every 5,000 messages
+    # below bounds what is outstanding.
+    client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     client.connect(broker.host, broker.port, keepalive=30)
     client.loop_start()
