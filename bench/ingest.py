@@ -61,6 +61,7 @@ of order, or two processes opening a ticket for one condition.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import cProfile
 import dataclasses
@@ -281,12 +282,16 @@ def close_pipeline(runtime) -> None:
 
 
 class TimedPipeline:
-    """The real pipeline; notes when each message's batch was committed."""
+    """The real pipeline, batches handed over as the ingestor does
+    (:mod:`core.ingest.handover`); notes when each message's batch was committed."""
 
     def __init__(
         self, runtime, profiler: cProfile.Profile | None = None, count_digests: bool = False
     ) -> None:
+        from core.ingest.handover import handover_for
+
         self.pipeline = pipeline_of(runtime)
+        self.handover = handover_for(self.pipeline)
         self.profiler = profiler
         # Each message's digest, as often as it was stored (payloads may repeat).
         self.digests: Counter[bytes] | None = Counter() if count_digests else None
@@ -296,20 +301,27 @@ class TimedPipeline:
         self.last_commit = 0.0
         self.batch_seconds: list[float] = []
         self.outcome = None
+        self._sent: collections.deque = collections.deque()
 
-    def process_batch(self, messages):
-        from core.ingest.batch import BatchOutcome
-
+    def send(self, messages, again: bool = False):
         started = time.monotonic()
         if not self.first_batch:
             self.first_batch = started
         if self.profiler is not None:  # cProfile sees one thread: the worker's
             self.profiler.enable()
         try:
-            outcome = self.pipeline.process_batch(messages)
+            token = self.handover.send(messages, again=again)
         finally:
             if self.profiler is not None:
                 self.profiler.disable()
+        self._sent.append((messages, started))
+        return token
+
+    def receive(self, token):
+        from core.ingest.batch import BatchOutcome
+
+        messages, started = self._sent.popleft()
+        outcome = self.handover.receive(token)
         now = time.time()
         self.last_commit = time.monotonic()
         self.batch_seconds.append(self.last_commit - started)

@@ -67,6 +67,9 @@ class IngestSettings(BaseModel):
     # A batch is committed when it holds batch_size messages or is batch_ms old.
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_ms: int = Field(default=50, ge=1, le=10_000)
+    # Batches handed to the pipeline before the oldest is answered: the next
+    # is on its way while one is being stored. 1: one at a time.
+    batches_in_flight: int = Field(default=2, ge=1, le=16)
     # "auto": MQTT 5 when the broker speaks it, else 3.1.1 (no shared subscriptions).
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive: int = Field(default=60, ge=5)

@@ -6,13 +6,18 @@ session and manual acknowledgements:
 - paho's network thread puts each message on an in-memory queue
   (``on_message`` does nothing else);
 - a worker thread takes batches (``ingest.batch_size`` messages, or what came
-  within ``ingest.batch_ms``), hands them to ``pipeline.process_batch`` (which
-  commits before returning), then sends the PUBACKs. Stored before
+  within ``ingest.batch_ms``) and hands them to the pipeline
+  (:mod:`core.ingest.handover`): up to ``ingest.batches_in_flight`` at once,
+  so that the next is on its way while one is being stored;
+- an acknowledging thread takes the pipeline's answers, oldest first, and
+  sends the PUBACKs of each batch once it is committed. Stored before
   acknowledged: a message is acked only after its batch is committed;
-- when ``process_batch`` raises (the database is down), nothing is acked; the
-  worker logs it and retries the same batch with back-off. If the process
-  stops meanwhile, the broker redelivers the unacked messages to the next one
-  (same client id, persistent session), and the pipeline counts each once.
+- when a batch fails (the database is down), nothing of it is acked; it is
+  handed over again with back-off, followed by the batches sent after it
+  (the pipeline skipped them), so that none is stored before it. If the
+  process stops meanwhile, the broker redelivers the unacked messages to the
+  next one (same client id, persistent session), and the pipeline counts
+  each once.
 
 The session survives restarts: MQTT 5 ``clean_start=False`` with a session
 expiry (``ingest.session_expiry_seconds``), or MQTT 3.1.1
@@ -33,6 +38,7 @@ since name other messages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import socket
@@ -53,6 +59,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from core.ingest.batch import BatchOutcome
+from core.ingest.handover import handover_for
 from core.settings import IngestSettings
 
 if TYPE_CHECKING:
@@ -178,6 +186,7 @@ class IngestCounters:
     acked: int = 0
     batches: int = 0
     failed_batches: int = 0
+    resent: int = 0  # batches handed over again: a failed one, and those sent after it
     # Stored, but delivered on a connection since lost: the broker resends them.
     not_acked: int = 0
     connects: int = 0
@@ -197,6 +206,17 @@ class _Inbound:
     mid: int
     qos: int
     connection: int
+
+
+@dataclass(slots=True)
+class _Handed:
+    """A batch handed to the pipeline, until it is answered and acked."""
+
+    batch: list[_Inbound]
+    messages: list[Any]
+    token: Any = None
+    error: Exception | None = None  # when it could not be handed over at all
+    started: float = 0.0
 
 
 def _raw_message_type() -> Callable[[str, bytes, datetime], Any]:
@@ -241,6 +261,14 @@ class MqttIngestor:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._worker: threading.Thread | None = None
+        self._acker: threading.Thread | None = None
+        self.handover = handover_for(pipeline)
+        # Batches handed over and not yet answered, oldest first.
+        self._handed: deque[_Handed] = deque()
+        self._handed_cond = threading.Condition()
+        self._handing_over = True  # False once the worker has stopped
+        self._send_lock = threading.Lock()  # batches go over in order, retries first
+        self._slots = threading.BoundedSemaphore(self.options.batches_in_flight)
         self._client: mqtt.Client | None = None
         self.protocol = mqtt.MQTTv5
         self.subscriptions: list[str] = []
@@ -275,6 +303,10 @@ class MqttIngestor:
         self._client = client
         self._worker = threading.Thread(target=self._work, name="vigie-ingest-worker", daemon=True)
         self._worker.start()
+        self._acker = threading.Thread(
+            target=self._acknowledge, name="vigie-ingest-acks", daemon=True
+        )
+        self._acker.start()
         if self.protocol == mqtt.MQTTv5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = self.options.session_expiry_seconds
@@ -320,12 +352,16 @@ class MqttIngestor:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout)
-            if self._worker.is_alive():
-                log.warning("MQTT ingestion: batch still failing at stop; leaving it unacked")
-                self._abort.set()
-                self._worker.join(5)
+        deadline = time.monotonic() + timeout
+        for thread in (self._worker, self._acker):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t is not None and t.is_alive() for t in (self._worker, self._acker)):
+            log.warning("MQTT ingestion: batch still failing at stop; leaving it unacked")
+            self._abort.set()
+            for thread in (self._worker, self._acker):
+                if thread is not None:
+                    thread.join(5)
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -339,6 +375,7 @@ class MqttIngestor:
             "connected": self._connected,
             "subscriptions": self.subscriptions,
             "queued": len(self._queue),
+            "batches_in_flight": len(self._handed),
             **asdict(self.counters),
         }
 
@@ -414,19 +451,31 @@ class MqttIngestor:
             if size == 1 or size >= self.options.batch_size:
                 self._cond.notify()
 
-    # -- worker thread ---------------------------------------------------------
+    # -- worker thread: batches handed over -------------------------------------
 
     def _work(self) -> None:
         last_log = time.monotonic()
-        while True:
-            batch = self._next_batch()
-            if batch:
-                self._handle(batch)
-            elif self._stopping.is_set():
-                return
-            if time.monotonic() - last_log >= 60:
-                last_log = time.monotonic()
-                self._log_counters()
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch:
+                    if not self._take_slot():
+                        return  # aborted: left unacked
+                    self._hand_over(
+                        _Handed(
+                            batch,
+                            [self._make_message(i.topic, i.payload, i.received_at) for i in batch],
+                        )
+                    )
+                elif self._stopping.is_set():
+                    return
+                if time.monotonic() - last_log >= 60:
+                    last_log = time.monotonic()
+                    self._log_counters()
+        finally:
+            with self._handed_cond:
+                self._handing_over = False
+                self._handed_cond.notify_all()
 
     def _next_batch(self) -> list[_Inbound]:
         size, wait = self.options.batch_size, self.options.batch_ms / 1000
@@ -444,31 +493,90 @@ class MqttIngestor:
                 self._cond.wait(remaining)
             return [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
 
-    def _handle(self, batch: list[_Inbound]) -> None:
-        messages = [self._make_message(i.topic, i.payload, i.received_at) for i in batch]
-        delay = 0.5
+    def _take_slot(self) -> bool:
+        """Wait until fewer than ``ingest.batches_in_flight`` batches are unanswered."""
+        while not self._slots.acquire(timeout=0.5):
+            if self._abort.is_set():
+                return False
+        return True
+
+    def _hand_over(self, handed: _Handed) -> None:
+        with self._send_lock:
+            self._send(handed, again=False)
+            with self._handed_cond:
+                self._handed.append(handed)
+                self._handed_cond.notify_all()
+
+    def _send(self, handed: _Handed, again: bool) -> None:
+        handed.started = time.monotonic()
+        handed.error = None
+        try:
+            handed.token = self.handover.send(handed.messages, again=again)
+        except Exception as exc:  # could not even be handed over: answered as failed
+            handed.error = exc
+
+    # -- acknowledging thread: answers, in order ----------------------------------
+
+    def _acknowledge(self) -> None:
         while True:
-            started = time.monotonic()
+            with self._handed_cond:
+                while not self._handed and self._handing_over:
+                    self._handed_cond.wait(1.0)
+                if not self._handed:
+                    return  # the worker stopped and every batch is answered
+                handed = self._handed[0]
             try:
-                self.pipeline.process_batch(messages)
-                break
+                self._answer(handed)
             except Exception as exc:
+                if not self._retry(exc):
+                    return  # aborted at stop: the rest is left unacked
+            self._done(self._handed.popleft())
+
+    def _answer(self, handed: _Handed) -> BatchOutcome:
+        if handed.error is not None:
+            raise handed.error
+        return self.handover.receive(handed.token)
+
+    def _retry(self, exc: Exception) -> bool:
+        """The oldest batch failed: send it and those after it again, in order,
+        with back-off, until it is stored (True) or the ingestor aborts (False).
+        Nothing handed over meanwhile: the worker waits for ``_send_lock``."""
+        delay = 0.5
+        with self._send_lock:
+            while True:
+                first = self._handed[0]
                 self.counters.failed_batches += 1
                 self.counters.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.exception(
-                    "MQTT ingestion: a batch of %d messages was not stored; "
+                log.error(
+                    "MQTT ingestion: a batch of %d messages was not stored (%s); "
                     "none acked, retrying in %.1f s",
-                    len(batch),
+                    len(first.batch),
+                    self.counters.last_error,
                     delay,
                 )
+                # The batches sent after it were skipped: read those answers first.
+                for later in list(self._handed)[1:]:
+                    with contextlib.suppress(Exception):
+                        self._answer(later)
                 if self._abort.wait(delay):
-                    return
+                    return False
                 delay = min(delay * 2, 30.0)
+                for position, handed in enumerate(self._handed):
+                    self._send(handed, again=position == 0)
+                    self.counters.resent += 1
+                try:
+                    self._answer(first)
+                    return True
+                except Exception as again:
+                    exc = again
+
+    def _done(self, handed: _Handed) -> None:
         self.counters.batches += 1
-        self.counters.processed += len(batch)
-        self.counters.last_batch_size = len(batch)
-        self.counters.last_batch_seconds = round(time.monotonic() - started, 4)
-        self._ack(batch)
+        self.counters.processed += len(handed.batch)
+        self.counters.last_batch_size = len(handed.batch)
+        self.counters.last_batch_seconds = round(time.monotonic() - handed.started, 4)
+        self._ack(handed.batch)
+        self._slots.release()
 
     def _ack(self, batch: list[_Inbound]) -> None:
         client = self._client

@@ -3,9 +3,11 @@
 One Python process runs one thread at a time: paho's network loop and the
 pipeline (decoding, connectors, tickets, the database) would share a core.
 With ``ingest.pipeline_process`` (the default), the ingestor keeps the MQTT
-client and hands each batch to a child process that runs
-:class:`core.ingest.pipeline.IngestPipeline` and answers once the batch is
-committed; only then does the ingestor acknowledge it. Nothing changes for
+client and hands batches to a child process that runs
+:class:`core.ingest.pipeline.IngestPipeline` and answers each once it is
+committed; only then does the ingestor acknowledge it. The next batch is
+sent before that answer comes (:mod:`core.ingest.handover`), so the child
+goes from one batch to the next without waiting. Nothing changes for
 the broker: a batch the child did not commit (a database error, the child
 killed) is not acknowledged, and it is handed over again.
 
@@ -22,6 +24,7 @@ import time
 from typing import Any
 
 from core.ingest.batch import BatchOutcome, RawMessage
+from core.ingest.handover import BatchSkipped
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,16 @@ class PipelineProcessError(RuntimeError):
 
 
 class PipelineProcess:
-    """A :class:`core.ingest.mqtt.BatchProcessor` whose batches are processed
-    and committed by a child process (started on first use, restarted if it dies).
+    """A :class:`core.ingest.handover.Handover` whose batches are processed and
+    committed by a child process (started on first use, restarted if it dies).
+
+    Several batches may be on their way at once: the child takes them in
+    order and answers each after its commit. After a failed batch it answers
+    the ones already sent :class:`core.ingest.handover.BatchSkipped` until the
+    failed one comes again (``again=True``), so that none is stored out of
+    order. A child that dies takes the batches sent to it along: each is
+    answered with :class:`PipelineProcessError`, and the next ``send`` starts
+    another child.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -43,21 +54,44 @@ class PipelineProcess:
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._process: Any = None
         self._conn: Any = None
+        self._generation = 0  # one per child: a token names the child its batch went to
         self._lock = threading.Lock()
 
     def process_batch(self, messages: list[RawMessage]) -> BatchOutcome:
+        """Send one batch and wait for its answer (nothing else in flight)."""
+        return self.receive(self.send(messages, again=True))
+
+    def send(self, messages: list[RawMessage], again: bool = False) -> int:
         with self._lock:
             conn = self._ensure_started()
             try:
-                conn.send(messages)
-                reply = self._receive(conn)
-            except (EOFError, OSError, BrokenPipeError) as exc:
+                conn.send((again, messages))
+            except (OSError, BrokenPipeError) as exc:
                 self._discard()
                 raise PipelineProcessError(f"the pipeline process stopped: {exc}") from None
-        kind, value = reply
-        if kind == "error":
+            return self._generation
+
+    def receive(self, token: int) -> BatchOutcome:
+        with self._lock:
+            conn, process = self._conn, self._process
+            if token != self._generation or conn is None:
+                raise PipelineProcessError("the pipeline process stopped before this batch")
+        try:
+            kind, value = self._answer(conn, process)
+        except (EOFError, OSError) as exc:
+            reason = f"the pipeline process stopped: {exc or type(exc).__name__}"
+        except PipelineProcessError as exc:
+            reason = str(exc)
+        else:
+            if kind == "ok":
+                return value
+            if kind == "skipped":
+                raise BatchSkipped()
             raise PipelineProcessError(value)
-        return value
+        with self._lock:
+            if token == self._generation:
+                self._discard()
+        raise PipelineProcessError(reason)
 
     def start(self) -> None:
         """Start the child now rather than with the first batch."""
@@ -65,7 +99,7 @@ class PipelineProcess:
             self._ensure_started()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the child once it has finished its batch (its telemetry is flushed)."""
+        """Stop the child once it has finished its batches (its telemetry is flushed)."""
         with self._lock:
             if self._process is None:
                 return
@@ -105,22 +139,26 @@ class PipelineProcess:
         process.start()
         theirs.close()
         self._process, self._conn = process, ours
-        kind, value = self._receive(ours, deadline=time.monotonic() + STARTUP_SECONDS)
+        self._generation += 1
+        try:
+            kind, value = self._answer(ours, process, deadline=time.monotonic() + STARTUP_SECONDS)
+        except (EOFError, OSError, PipelineProcessError) as exc:
+            kind, value = "failed", str(exc)
         if kind != "ready":
             self._discard()
             raise PipelineProcessError(f"the pipeline process could not start: {value}")
         log.info("ingest pipeline process %s started", process.pid)
         return ours
 
-    def _receive(self, conn, deadline: float | None = None) -> tuple[str, Any]:
+    @staticmethod
+    def _answer(conn, process, deadline: float | None = None) -> tuple[str, Any]:
         # Wait for the answer, noticing a child that died without one.
         while not conn.poll(0.5):
-            if not self._process.is_alive():
-                code = self._process.exitcode
-                self._discard()
-                raise PipelineProcessError(f"the pipeline process died (exit code {code})")
+            if not process.is_alive():
+                raise PipelineProcessError(
+                    f"the pipeline process died (exit code {process.exitcode})"
+                )
             if deadline is not None and time.monotonic() > deadline:
-                self._discard()
                 raise PipelineProcessError(
                     f"the pipeline process did not start within {STARTUP_SECONDS:.0f} s"
                 )
@@ -136,6 +174,7 @@ class PipelineProcess:
                 self._process.kill()
             self._process.join(5)
         self._process = None
+        self._generation += 1  # what was sent to it will not be answered
 
 
 def _child_main(settings: Settings, conn) -> None:
@@ -159,19 +198,34 @@ def _child_main(settings: Settings, conn) -> None:
     tune_for_service()
     conn.send(("ready", None))
     try:
-        while True:
-            try:
-                messages = conn.recv()
-            except EOFError:  # the ingestor is gone
-                break
-            if messages is None:
-                break
-            try:
-                outcome = pipeline.process_batch(messages)
-            except Exception as exc:  # database errors: rolled back, not acked
-                log.exception("the ingest pipeline failed on a batch of %d messages", len(messages))
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-            else:
-                conn.send(("ok", outcome))
+        serve_batches(pipeline, conn)
     finally:
         runtime.close()
+
+
+def serve_batches(pipeline: Any, conn) -> None:
+    """The child's loop: each batch ``(again, messages)`` from ``conn`` goes
+    through ``pipeline.process_batch`` and is answered ``("ok", outcome)``,
+    ``("error", reason)``, or ``("skipped", None)`` when an earlier batch
+    failed and has not come again yet. Ends at ``None`` or a closed pipe."""
+    failed = False
+    while True:
+        try:
+            received = conn.recv()
+        except EOFError:  # the ingestor is gone
+            return
+        if received is None:
+            return
+        again, messages = received
+        if failed and not again:
+            conn.send(("skipped", None))
+            continue
+        try:
+            outcome = pipeline.process_batch(messages)
+        except Exception as exc:  # database errors: rolled back, not acked
+            log.exception("the ingest pipeline failed on a batch of %d messages", len(messages))
+            failed = True
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        else:
+            failed = False
+            conn.send(("ok", outcome))

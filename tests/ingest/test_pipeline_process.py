@@ -43,9 +43,7 @@ def sensor_tickets(vigie_api, device_id: str) -> list[dict]:
     return response.json()["items"]
 
 
-def test_a_batch_is_committed_by_the_child_before_it_answers(
-    vigie_api, child_settings, registry
-):
+def test_a_batch_is_committed_by_the_child_before_it_answers(vigie_api, child_settings, registry):
     pipeline = PipelineProcess(child_settings)
     try:
         outcome = pipeline.process_batch(
@@ -110,3 +108,31 @@ def test_messages_through_the_broker_are_acked_once_the_child_stored_them(
         assert ticket["device_ids"] == ["wm-000451"]
     finally:
         ingestion.stop()
+
+
+def test_batches_sent_ahead_are_answered_in_order_and_lost_with_a_dead_child(
+    vigie_api, child_settings, registry
+):
+    pipeline = PipelineProcess(child_settings)
+    try:
+        # Two on their way at once, answered in the order sent.
+        first = pipeline.send([raw("ttn-v3/water-leak.json")])
+        second = pipeline.send([raw("ttn-v3/water-leak.json")])
+        assert len(pipeline.receive(first).tickets_created) == 1
+        assert pipeline.receive(second).duplicates == 1
+
+        # A child killed with batches on their way (the first one long enough
+        # to be still in hand): each is answered as failed, none by the next
+        # child, which takes them when they are sent again.
+        lost = [pipeline.send([raw("ttn-v3/water-reading.json")] * 3000)]
+        lost += [pipeline.send([raw("direct/izar-backflow.json")]) for _ in range(2)]
+        dead = pipeline.pid
+        os.kill(dead, signal.SIGKILL)
+        for token in lost:
+            with pytest.raises(PipelineProcessError, match="pipeline process"):
+                pipeline.receive(token)
+        outcome = pipeline.receive(pipeline.send([raw("direct/izar-backflow.json")], again=True))
+        assert pipeline.pid not in (None, dead)
+        assert outcome.alerts == 1
+    finally:
+        pipeline.close()
