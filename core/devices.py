@@ -33,6 +33,7 @@ from sqlalchemy import Engine, Row, event, or_, select
 from sqlalchemy.orm import Session
 
 from core.connectors import SensorConnector
+from core.db.lists import among
 from core.db.sensor_models import Device
 from core.db.types import utcnow
 from core.runtime import Runtime
@@ -168,9 +169,9 @@ class DeviceRegistry:
             id_part, eui_part = id_list[start : start + _CHUNK], eui_list[start : start + _CHUNK]
             clauses = []
             if id_part:
-                clauses.append(Device.device_id.in_(id_part))
+                clauses.append(among(session, Device.device_id, id_part))
             if eui_part:
-                clauses.append(Device.dev_eui.in_(eui_part))
+                clauses.append(among(session, Device.dev_eui, eui_part))
             query = select(*LOOKUP_COLUMNS).where(or_(*clauses))
             found += [as_registered(row) for row in session.execute(query)]
         expires = now + self.ttl

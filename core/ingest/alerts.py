@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, lazyload
 from core import events
 from core.config import Commune
 from core.connectors import Connector
+from core.db.lists import among
 from core.db.models import SignalRecord, Ticket
 from core.ingest.recovery import (
     PendingResolution,
@@ -221,7 +222,7 @@ class AlertDesk:
         for start in range(0, len(wanted), 500):
             query = (
                 select(Ticket)
-                .where(Ticket.id.in_(wanted[start : start + 500]))
+                .where(among(self.session, Ticket.id, wanted[start : start + 500]))
                 .options(lazyload(Ticket.signals))
             )
             for ticket in self.session.scalars(query):

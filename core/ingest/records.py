@@ -7,12 +7,13 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Text, case, cast, func, select, text
 from sqlalchemy.orm import Session
 
+from core.db.lists import among, array_literal
 from core.db.sensor_models import DeadLetter, Device, IgnoredMessageCount, UnregisteredDevice
 from core.db.types import utcnow
 from core.signals import Uplink
@@ -61,7 +62,7 @@ def store_dead_letters(session: Session, letters: list[DeadLetter]) -> None:
     for start in range(0, len(digests), _CHUNK):
         query = (
             select(DeadLetter)
-            .where(DeadLetter.digest.in_(digests[start : start + _CHUNK]))
+            .where(among(session, DeadLetter.digest, digests[start : start + _CHUNK]))
             .order_by(DeadLetter.id)
         )
         for earlier in session.scalars(query):
@@ -268,7 +269,7 @@ def load_states(
         query = (
             # The JSON as text, decoded here: kept to tell a changed state.
             select(table.c.id, cast(table.c.state, Text), table.c.last_seen_at)
-            .where(table.c.id.in_(ids[start : start + _CHUNK]))
+            .where(among(session, table.c.id, ids[start : start + _CHUNK]))
             .order_by(table.c.id)
         )
         if lock:
@@ -305,12 +306,13 @@ def write_states(session: Session, states: Iterable[DeviceState]) -> None:
             changed[s.pk] = dumped
     connection = session.connection()
     if connection.dialect.name == "postgresql":
+        # Each array as its text form: one string a parameter for psycopg to send.
         connection.execute(
             _UNNEST_UPDATE,
             {
-                "ids": [s.pk for s in touched],
-                "states": [changed.get(s.pk) for s in touched],
-                "seen": [s.last_seen_at for s in touched],
+                "ids": array_literal([s.pk for s in touched]),
+                "states": array_literal([changed.get(s.pk) for s in touched]),
+                "seen": array_literal([_pg_time(s.last_seen_at) for s in touched]),
             },
         )
         return
@@ -322,6 +324,12 @@ def write_states(session: Session, states: Iterable[DeviceState]) -> None:
         connection.exec_driver_sql(_SQLITE_STATE_UPDATE, with_state)
     if only_seen:
         connection.exec_driver_sql(_SQLITE_SEEN_UPDATE, only_seen)
+
+
+def _pg_time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
 def _sqlite_time(dialect):

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
 from core.config import Commune
+from core.db.lists import among
 from core.db.models import SignalRecord, Ticket
 from core.db.types import utcnow
 from core.signals import Alert
@@ -71,7 +72,9 @@ def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
         part = wanted[start : start + _CHUNK]
         found.update(
             session.scalars(
-                select(SignalRecord.idempotency_key).where(SignalRecord.idempotency_key.in_(part))
+                select(SignalRecord.idempotency_key).where(
+                    among(session, SignalRecord.idempotency_key, part)
+                )
             )
         )
     return found
@@ -98,7 +101,7 @@ class SignalIndex:
                 .outerjoin(Ticket, Ticket.id == SignalRecord.ticket_id)
                 .where(
                     SignalRecord.kind == "alert",
-                    SignalRecord.device_id.in_(ids[start : start + _CHUNK]),
+                    among(self.session, SignalRecord.device_id, ids[start : start + _CHUNK]),
                     SignalRecord.recovered_at.is_(None),
                 )
                 .options(lazyload(SignalRecord.ticket))
