@@ -16,8 +16,10 @@ reading's fields; the time is when the device observed it. Settings::
 
 ``store_telemetry`` only turns readings into line protocol and queues them:
 it never waits for the server, so alerts are never held up. A feeder thread
-hands the queue to influxdb-client's batching ``WriteApi`` a window at a
-time (two batches in flight at most). A batch the server refused after the
+hands the queue to influxdb-client's batching ``WriteApi`` in batches of
+``batch_size`` lines (a partial one after ``flush_interval_ms``), two in
+flight at most; each batch is one record for the ``WriteApi``, whose
+reactive pipeline costs as much for a line as for a batch. A batch the server refused after the
 client's own retries is put back at the front of the queue and tried again
 after a pause that doubles up to a minute. While the server is away the
 queue holds at most ``max_buffered_points``; beyond, the oldest points are
@@ -207,6 +209,8 @@ class Writer:
         self._closed = False
         self._last_drop_log = 0.0
         self._failing = False
+        self._first_queued_at = 0.0  # when the oldest line still queued was queued
+        self._flushing = False  # flush(): partial batches go at once
         self._client = InfluxDBClient(
             url=settings.url,
             token=settings.resolved_token(),
@@ -219,7 +223,7 @@ class Writer:
             logging.getLogger(name).setLevel(level)
         self._api = self._client.write_api(
             write_options=WriteOptions(
-                batch_size=settings.batch_size,
+                batch_size=1,  # each record is a batch of settings.batch_size lines (_feed)
                 flush_interval=settings.flush_interval_ms,
                 retry_interval=settings.retry_interval_ms,
                 max_retries=settings.max_retries,
@@ -240,6 +244,8 @@ class Writer:
     def add(self, lines: Iterable[str]) -> None:
         dropped = 0
         with self._cond:
+            if not self._queue:
+                self._first_queued_at = time.monotonic()
             for line in lines:
                 if len(self._queue) >= self.settings.max_buffered_points:
                     self._queue.popleft()
@@ -253,26 +259,40 @@ class Writer:
     # -- feeder thread ---------------------------------------------------------------
 
     def _feed(self) -> None:
+        size, wait_for_more = self.settings.batch_size, self.settings.flush_interval_ms / 1000
         while True:
             with self._cond:
-                while not self._closed and (
-                    not self._queue
-                    or self.stats.in_flight >= self._window
-                    or time.monotonic() < self._pause_until
-                ):
-                    wait = max(0.01, self._pause_until - time.monotonic())
-                    self._cond.wait(min(wait, 0.5) if self._queue else 0.5)
-                if self._closed:
-                    return
-                take = min(len(self._queue), self._window - self.stats.in_flight)
+                while True:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    room = self._window - self.stats.in_flight
+                    # A full batch at once; a partial one when it has waited flush_interval_ms.
+                    due = self._first_queued_at + wait_for_more
+                    if (
+                        self._queue
+                        and room > 0
+                        and now >= self._pause_until
+                        and (len(self._queue) >= size or now >= due or self._flushing)
+                    ):
+                        break
+                    wake = 0.5
+                    if self._queue:
+                        wake = max(0.01, min(wake, self._pause_until - now, due - now))
+                    self._cond.wait(wake)
+                take = min(len(self._queue), room)
                 lines = [self._queue.popleft() for _ in range(take)]
+                self._first_queued_at = time.monotonic()
                 self.stats.in_flight += take
-            self._api.write(
-                bucket=self.settings.bucket,
-                org=self.settings.org,
-                record=lines,
-                write_precision=_PRECISION,
-            )
+            # A batch of lines is one record for the WriteApi (its batch_size is 1):
+            # its reactive pipeline then handles a batch, not every line.
+            for start in range(0, len(lines), size):
+                self._api.write(
+                    bucket=self.settings.bucket,
+                    org=self.settings.org,
+                    record="\n".join(lines[start : start + size]),
+                    write_precision=_PRECISION,
+                )
 
     # -- WriteApi callbacks (its threads) --------------------------------------------
 
@@ -339,13 +359,20 @@ class Writer:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued is written (True) or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        with self._cond:
+            self._flushing = True
+            self._cond.notify()
+        try:
+            while time.monotonic() < deadline:
+                with self._cond:
+                    if not self._queue and self.stats.in_flight == 0:
+                        return True
+                self._api.flush()
+                time.sleep(0.05)
+            return False
+        finally:
             with self._cond:
-                if not self._queue and self.stats.in_flight == 0:
-                    return True
-            self._api.flush()
-            time.sleep(0.05)
-        return False
+                self._flushing = False
 
     def close(self, timeout: float = 5.0) -> None:
         # A server away at exit is not waited for: what is buffered is lost, and said.

@@ -186,6 +186,23 @@ def test_a_server_away_never_holds_up_the_caller_and_gets_the_points_when_back(
     assert victoria.samples("water_meter_volume_m3") == 1010
 
 
+def test_full_batches_go_at_once_and_a_partial_one_after_the_flush_interval(victoria) -> None:
+    commune = commune_writing_to(victoria.url, batch_size=10)
+    commune.plugins["influxdb"] = commune.plugin_config("influxdb").model_copy(
+        update={"flush_interval_ms": 1500}
+    )
+    influxdb.store_telemetry(readings=meter_readings(25), commune=commune)
+    writer = influxdb.writer_for(commune.plugin_config("influxdb"))
+    deadline = time.monotonic() + 1.0
+    while writer.snapshot().written < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stats = writer.snapshot()
+    assert (stats.written, stats.buffered) == (20, 5)  # two full batches, not yet the rest
+    time.sleep(2.0)
+    assert writer.snapshot().written == 25  # the partial batch, once it had waited 1.5 s
+    assert victoria.samples("water_meter_volume_m3") == 25
+
+
 def test_beyond_the_bound_the_oldest_points_are_dropped_and_counted(victoria) -> None:
     victoria.stop()
     commune = commune_writing_to(
