@@ -21,7 +21,10 @@ def make_engine(url: str, **kwargs) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "connect", _postgresql_settings)
+    return engine
 
 
 # Execution option of connections that only read (see Runtime.read_sessions).
@@ -35,6 +38,14 @@ def _sqlite_begin(connection) -> None:
     # every POST (polling in SQLite's busy handler).
     read_only = connection.get_execution_options().get(READ_ONLY)
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _postgresql_settings(dbapi_connection, _record) -> None:
+    # Prepared statements planned with their parameters' values: a batch's
+    # list of keys (core.db.lists) is then hashed, whatever the statistics.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
