@@ -502,6 +502,8 @@ class MqttIngestor:
 
     def _hand_over(self, handed: _Handed) -> None:
         with self._send_lock:
+            if self._abort.is_set():
+                return  # stopped while a batch kept failing: left unacked
             self._send(handed, again=False)
             with self._handed_cond:
                 self._handed.append(handed)
