@@ -221,16 +221,17 @@ class Writer:
         # created): this plugin says it once per outage.
         for name, level in _QUIET_LOGGERS.items():
             logging.getLogger(name).setLevel(level)
+        self._options = WriteOptions(
+            batch_size=1,  # each record is a batch of settings.batch_size lines (_feed)
+            flush_interval=settings.flush_interval_ms,
+            retry_interval=settings.retry_interval_ms,
+            max_retries=settings.max_retries,
+            max_retry_delay=max(settings.retry_interval_ms * 4, 1000),
+            max_retry_time=max(settings.retry_interval_ms * (settings.max_retries + 2), 1000),
+            max_close_wait=5_000,
+        )
         self._api = self._client.write_api(
-            write_options=WriteOptions(
-                batch_size=1,  # each record is a batch of settings.batch_size lines (_feed)
-                flush_interval=settings.flush_interval_ms,
-                retry_interval=settings.retry_interval_ms,
-                max_retries=settings.max_retries,
-                max_retry_delay=max(settings.retry_interval_ms * 4, 1000),
-                max_retry_time=max(settings.retry_interval_ms * (settings.max_retries + 2), 1000),
-                max_close_wait=5_000,
-            ),
+            write_options=self._options,
             success_callback=self._written,
             error_callback=self._refused,
         )
@@ -356,8 +357,9 @@ class Writer:
             self.stats.buffered = len(self._queue)
             return WriterStats(**vars(self.stats))
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued is written (True) or ``timeout`` passes."""
+    def flush(self, timeout: float = 10.0, give_up_when_failing: bool = False) -> bool:
+        """Wait until everything queued is written (True) or ``timeout`` passes
+        (or, with ``give_up_when_failing``, the server is found away)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             self._flushing = True
@@ -367,6 +369,8 @@ class Writer:
                 with self._cond:
                     if not self._queue and self.stats.in_flight == 0:
                         return True
+                    if give_up_when_failing and self._failing:
+                        return False
                 self._api.flush()
                 time.sleep(0.05)
             return False
@@ -375,8 +379,11 @@ class Writer:
                 self._flushing = False
 
     def close(self, timeout: float = 5.0) -> None:
-        # A server away at exit is not waited for: what is buffered is lost, and said.
-        if not self.flush(0 if self._failing else timeout):
+        # A server away at exit is not waited for (the flush gives up once the
+        # client's own retries have failed, and so does the WriteApi's close):
+        # what is buffered is lost, and said.
+        if not self.flush(0 if self._failing else timeout, give_up_when_failing=True):
+            self._options.max_close_wait = 100  # read by WriteApi.close()
             left = self.snapshot()
             log.warning(
                 "influxdb: closing with %d points not written to %s",

@@ -265,3 +265,19 @@ def test_a_process_that_exits_without_closing_still_writes_its_buffered_points(
     assert result.returncode == 0, result.stderr
     assert "not written" not in result.stderr, result.stderr
     assert victoria.samples("water_meter_volume_m3") == 500
+
+
+def test_closing_with_the_server_away_gives_up_once_its_retries_failed(caplog) -> None:
+    # Nothing listens on this port. Before, closing waited out the whole flush
+    # and then the client's own retries: a `vigie demo` took 13 s to stop.
+    from core.testing import free_port
+
+    commune = commune_writing_to(
+        f"http://127.0.0.1:{free_port()}", retry_interval_ms=200, max_retries=1
+    )
+    influxdb.store_telemetry(readings=meter_readings(10), commune=commune)
+    writer = influxdb.writer_for(commune.plugin_config("influxdb"))
+    started = time.monotonic()
+    writer.close(timeout=30)
+    assert time.monotonic() - started < 10, "waited for the flush's whole timeout"
+    assert "closing with 10 points not written" in caplog.text
