@@ -283,7 +283,6 @@ class Writer:
                     self._cond.wait(wake)
                 take = min(len(self._queue), room)
                 lines = [self._queue.popleft() for _ in range(take)]
-                self._first_queued_at = time.monotonic()
                 self.stats.in_flight += take
             # A batch of lines is one record for the WriteApi (its batch_size is 1):
             # its reactive pipeline then handles a batch, not every line.

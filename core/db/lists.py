@@ -35,7 +35,12 @@ def among(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement
 
 def array_literal(values: Sequence[Any]) -> str:
     """PostgreSQL's text form of a one-dimensional array: ``{1,2}``,
-    ``{"a","b",NULL}`` (None is NULL; other values by their ``str``)."""
+    ``{"a","b",NULL}`` (None is NULL; other values by their ``str``).
+
+    For arrays that are unnested, not compared with (``CAST(:p AS type[])``
+    is not folded into a constant, so :func:`among` cannot use it): one
+    string to send, where psycopg dumps a list element by element (4.7 ms
+    for 500 timestamps)."""
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return "{" + ",".join(map(str, values)) + "}"
     return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"

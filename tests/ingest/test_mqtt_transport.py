@@ -8,10 +8,12 @@ transport's own promises; end-to-end tests use the real pipeline.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import pytest
 
+from core.ingest.handover import InlineHandover
 from core.ingest.mqtt import BrokerUrl, MqttIngestor
 
 
@@ -115,11 +117,34 @@ def test_a_failed_batch_is_retried_until_stored(
     ingestor.stop()
 
 
+class AnswersAfterTwoMore(InlineHandover):
+    """The pipeline in this process, whose answer for its second batch (the
+    failed one) waits until two more batches were handed over: they are
+    skipped for sure, and must be sent again after it."""
+
+    def __init__(self, pipeline) -> None:
+        super().__init__(pipeline)
+        self.sent = 0
+        self.cond = threading.Condition()
+
+    def send(self, messages, again=False):
+        super().send(messages, again)
+        with self.cond:
+            self.sent += 1
+            self.cond.notify_all()
+
+    def receive(self, token=None):
+        with self.cond:
+            if self.sent == 2:
+                assert self.cond.wait_for(lambda: self.sent >= 4, timeout=10)
+        return super().receive(token)
+
+
 def test_batches_after_a_failed_one_are_stored_after_it(
     mqtt_broker, mqtt_prefix, unique_id, publisher, make_ingestor, recording_pipeline, wait_until
 ) -> None:
-    # One device's messages, queued in the session before the ingestor comes:
-    # the worker hands the next batch over while the second one is failing.
+    # One device's messages, queued in the session before the ingestor comes,
+    # so that batches are full and ready one after another.
     client_id = unique_id("order")
     topics = [f"{mqtt_prefix}/#"]
     running(make_ingestor(mqtt_broker.url, recording_pipeline(), topics, client_id)).stop()
@@ -129,13 +154,14 @@ def test_batches_after_a_failed_one_are_stored_after_it(
     for payload in sent:
         publisher.publish(f"{mqtt_prefix}/meter-1", payload, wait=False)
     publisher.flush()
+    handover = AnswersAfterTwoMore(pipeline)
     ingestor = running(
-        make_ingestor(mqtt_broker.url, pipeline, topics, client_id, batches_in_flight=3)
+        make_ingestor(mqtt_broker.url, handover, topics, client_id, batches_in_flight=3)
     )
     assert wait_until(lambda: ingestor.counters.acked == 1000, timeout=30), ingestor.counters
     ingestor.stop()
     assert ingestor.counters.failed_batches == 1
-    assert ingestor.counters.resent >= 1
+    assert ingestor.counters.resent == 3  # the failed batch, then the two skipped behind it
     assert pipeline.payloads == sent  # in the order published, none twice
 
 
