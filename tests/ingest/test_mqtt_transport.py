@@ -119,12 +119,13 @@ def test_a_failed_batch_is_retried_until_stored(
 
 class AnswersAfterTwoMore(InlineHandover):
     """The pipeline in this process, whose answer for its second batch (the
-    failed one) waits until two more batches were handed over: they are
-    skipped for sure, and must be sent again after it."""
+    failed one) is read only once two more batches were handed over (the
+    window of three is then full): they are skipped for sure, and must be
+    sent again after it."""
 
     def __init__(self, pipeline) -> None:
         super().__init__(pipeline)
-        self.sent = 0
+        self.sent = self.received = 0
         self.cond = threading.Condition()
 
     def send(self, messages, again=False):
@@ -135,8 +136,9 @@ class AnswersAfterTwoMore(InlineHandover):
 
     def receive(self, token=None):
         with self.cond:
-            if self.sent == 2:
-                assert self.cond.wait_for(lambda: self.sent >= 4, timeout=10)
+            self.received += 1
+            if self.received == 2:
+                self.cond.wait_for(lambda: self.sent >= 4, timeout=10)
         return super().receive(token)
 
 
