@@ -263,9 +263,9 @@ def pipeline_of(runtime):
     pipeline = _pipelines.get(id(runtime))
     if pipeline is None:
         if runtime.settings.ingest.pipeline_process:
-            from core.ingest.pipeline_process import PipelineProcess
+            from core.ingest.pipeline_pool import pipeline_processes
 
-            pipeline = PipelineProcess(runtime.settings)
+            pipeline = pipeline_processes(runtime.settings)
             pipeline.start()
         else:
             from core.ingest.pipeline import IngestPipeline
@@ -337,7 +337,11 @@ class TimedPipeline:
 
 
 def open_bench_runtime(
-    database_url: str, workdir: Path, batch_size: int | None = None, in_process: bool = False
+    database_url: str,
+    workdir: Path,
+    batch_size: int | None = None,
+    in_process: bool = False,
+    pipeline_processes: int | None = None,
 ):
     from core.plugin_manager import get_plugin_manager
     from core.runtime import open_runtime
@@ -349,6 +353,10 @@ def open_bench_runtime(
         settings.ingest = settings.ingest.model_copy(update={"batch_size": batch_size})
     if in_process:
         settings.ingest = settings.ingest.model_copy(update={"pipeline_process": False})
+    if pipeline_processes:
+        settings.ingest = settings.ingest.model_copy(
+            update={"pipeline_processes": pipeline_processes}
+        )
     runtime = open_runtime(settings, get_plugin_manager(settings))
     # As `vigie ingest` and `vigie serve` do once started (see core/gc_tuning.py).
     tune_for_service()
@@ -1053,6 +1061,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the pipeline in the ingesting process (ingest.pipeline_process = false)",
     )
+    parser.add_argument(
+        "--pipeline-processes",
+        type=int,
+        default=None,
+        help="ingest.pipeline_processes: pipeline processes splitting each batch by topic",
+    )
     parser.add_argument("--profile", help="write a cProfile of the throughput phase here")
     parser.add_argument(
         "--sample", action="store_true", help="sample the worker's stack: where the time goes"
@@ -1111,7 +1125,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results["telemetry"] = telemetry.start()
         database_url, cleanup = bench_database(args.database, workdir)
-        runtime = open_bench_runtime(database_url, workdir, args.batch_size, args.in_process)
+        runtime = open_bench_runtime(
+            database_url, workdir, args.batch_size, args.in_process, args.pipeline_processes
+        )
+        results["pipeline_processes"] = (
+            0 if args.in_process else runtime.settings.ingest.pipeline_processes
+        )
         pipeline_of(runtime)  # started before it is timed
         results["registry_import_s"] = round(import_registry(runtime, simulation), 2)
         print(f"Vigie ingestion benchmark: {args.database}, broker {url}", flush=True)

@@ -64,6 +64,10 @@ class IngestSettings(BaseModel):
     # process of its own, the MQTT client in this one: two cores instead of
     # one. False: both in this process (tests, a one-core machine).
     pipeline_process: bool = True
+    # How many such processes: each batch is split among them by topic, so a
+    # device's messages always go to the same one (core.ingest.pipeline_pool).
+    # 1: one process. More than the machine's cores gains nothing.
+    pipeline_processes: int = Field(default=2, ge=1, le=32)
     # A batch is committed when it holds batch_size messages or is batch_ms old.
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_ms: int = Field(default=50, ge=1, le=10_000)

@@ -164,10 +164,12 @@ class AlertDesk:
                 alert = replace(alert, details={**alert.details, "storm_key": key})
             incident = self.storms.incident(commune, alert.condition, key)
             if incident is None and self.storms.count(commune, alert, key) >= self.storms.threshold:
-                incident = self._guarded(lambda: self.storms.open(commune, alert, key))
-                if incident is not None:
-                    self.outcome.tickets_created.append(incident.ticket.reference)
-                    self._created.add(incident.ticket.id)
+                incident = self.storms.opened_elsewhere(commune, alert, key)
+                if incident is None:
+                    incident = self._guarded(lambda: self.storms.open(commune, alert, key))
+                    if incident is not None:
+                        self.outcome.tickets_created.append(incident.ticket.reference)
+                        self._created.add(incident.ticket.id)
             if incident is not None:
                 self._attach(incident, alert, commune)
                 return True

@@ -659,7 +659,7 @@ class Ingestion:
         self.client_id = client_id or runtime.settings.ingest.client_id or default_client_id(role)
         self.embedded_broker = embedded_broker
         self.pipeline = pipeline
-        self._own_pipeline: Any = None  # a PipelineProcess this object started
+        self._own_pipeline: Any = None  # a PipelineProcess or PipelinePool this object started
         self.check_silent = check_silent
         self.local: LocalBroker | None = None
         self.ingestor: MqttIngestor | None = None
@@ -695,9 +695,9 @@ class Ingestion:
                     "child, which may not start processes; the pipeline runs in it"
                 )
             if in_child:
-                from core.ingest.pipeline_process import PipelineProcess
+                from core.ingest.pipeline_pool import pipeline_processes
 
-                self.pipeline = self._own_pipeline = PipelineProcess(self.runtime.settings)
+                self.pipeline = self._own_pipeline = pipeline_processes(self.runtime.settings)
                 # Started now, beside the MQTT connection: the first batch need not wait.
                 threading.Thread(
                     target=self._start_pipeline, name="vigie-pipeline-start", daemon=True

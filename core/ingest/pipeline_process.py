@@ -49,8 +49,14 @@ class PipelineProcess:
     another child.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, name: str = "vigie-ingest-pipeline", write_turn: Any = None
+    ) -> None:
         self.settings = settings
+        self.name = name
+        # A multiprocessing lock shared with other pipeline processes of one
+        # SQLite database (see core.ingest.pipeline_pool), or None.
+        self.write_turn = write_turn
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._process: Any = None
         self._conn: Any = None
@@ -132,8 +138,8 @@ class PipelineProcess:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=_child_main,
-            args=(self.settings, theirs),
-            name="vigie-ingest-pipeline",
+            args=(self.settings, theirs, self.write_turn),
+            name=self.name,
             daemon=True,
         )
         process.start()
@@ -177,7 +183,7 @@ class PipelineProcess:
         self._generation += 1  # what was sent to it will not be answered
 
 
-def _child_main(settings: Settings, conn) -> None:
+def _child_main(settings: Settings, conn, write_turn: Any = None) -> None:
     """The child: open a runtime, then process batches until told to stop."""
     from core.gc_tuning import tune_for_service
     from core.ingest.pipeline import IngestPipeline
@@ -190,7 +196,7 @@ def _child_main(settings: Settings, conn) -> None:
     )
     try:
         runtime = open_runtime(settings, prepare_schema=False)
-        pipeline = IngestPipeline(runtime)
+        pipeline = IngestPipeline(runtime, write_turn=write_turn)
     except Exception as exc:
         log.exception("the ingest pipeline process could not start")
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))

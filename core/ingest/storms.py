@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, select, text
 from sqlalchemy.orm import Session, lazyload
 
 from core import events, history, ticket_actions
@@ -218,6 +218,33 @@ class StormWatch:
         return sorted(device for device, at in recent.items() if at >= since)
 
     # --- Opening an incident -----------------------------------------------------
+
+    def opened_elsewhere(self, commune: Commune, alert: Alert, key: str) -> Incident | None:
+        """Before opening this storm's incident: the one another ingest process
+        opened meanwhile (then the storm's open alerts of this batch join it),
+        or None, this process now being the only one that may open it.
+
+        Two pipeline processes (core.ingest.pipeline_pool) or two ``vigie
+        ingest`` each see part of a storm, and would each open an incident. On
+        PostgreSQL this takes a transaction-level advisory lock on the storm,
+        then looks again for an incident: committed by the process that held
+        the lock before, it is visible now. On SQLite nothing is needed: a
+        writer holds the database's only write lock from BEGIN, and this
+        transaction's reads already saw every committed incident.
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            return None
+        ident = (commune.slug, alert.condition, key)
+        self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:storm))"),
+            {"storm": "vigie-storm:" + "\x1f".join(ident)},
+        )
+        self._incidents.pop(ident, None)
+        incident = self.incident(commune, alert.condition, key)
+        if incident is not None:
+            self._gather(incident, alert.condition, self.recent_devices(commune, alert, key))
+            self.touched[incident.ticket.id] = incident
+        return incident
 
     def open(self, commune: Commune, alert: Alert, key: str) -> Incident | None:
         """Open the incident for this storm and gather the storm's open alerts

@@ -21,11 +21,10 @@ from core.testing import sample_message
 
 @pytest.fixture
 def child_settings(vigie_runtime):
-    """The test's settings, with the pipeline in a child process."""
+    """The test's settings, with the pipeline in one child process."""
     settings = vigie_runtime.settings
-    return settings.model_copy(
-        update={"ingest": settings.ingest.model_copy(update={"pipeline_process": True})}
-    )
+    ingest = settings.ingest.model_copy(update={"pipeline_process": True, "pipeline_processes": 1})
+    return settings.model_copy(update={"ingest": ingest})
 
 
 def raw(name: str) -> RawMessage:

@@ -4,6 +4,7 @@ window become one incident ticket holding every alert."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -194,3 +195,49 @@ def test_a_large_storm_is_one_incident_with_every_alert_quickly(vigie_api, regis
     assert incident["occurrences"] == count
     assert len(incident["device_ids"]) == count
     assert elapsed < 10, f"{count} storm alerts took {elapsed:.1f}s"
+
+
+def test_two_processes_each_seeing_half_a_storm_open_one_incident(
+    vigie_api, vigie_runtime, register
+):
+    """As two pipeline processes (or two ``vigie ingest``) storing at the same
+    time: each sees half of the circuit's lamps, and each half is enough to
+    open an incident. One opens it; the other's lamps join it."""
+    admin = vigie_api.headers("admin")
+    register(lamps_csv(400))
+    halves = [
+        [
+            lamp_event(f"SL-T-{i:05d}", "supplyLoss", NOW + timedelta(milliseconds=10 * i))
+            for i in range(start, 400, 2)
+        ]
+        for start in (0, 1)
+    ]
+    pipelines = [IngestPipeline(vigie_runtime), IngestPipeline(vigie_runtime)]
+    ready = threading.Barrier(2)
+    outcomes: list = [None, None]
+    errors: list = []
+
+    def store(n: int) -> None:
+        try:
+            ready.wait()
+            outcomes[n] = pipelines[n].process_batch(halves[n])
+        except Exception as exc:  # pragma: no cover - shown by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    [incident] = incidents(vigie_api, admin)
+    assert incident["occurrences"] == 400
+    assert len(incident["device_ids"]) == 400
+    assert sum(o.alerts for o in outcomes) == 400
+    # No lamp kept a ticket of its own open beside the incident.
+    open_tickets = vigie_api.client.get(
+        "/api/v1/tickets",
+        params={"channel": "sensor", "status": "new", "page_size": 200},
+        headers=admin,
+    ).json()["items"]
+    assert [t["reference"] for t in open_tickets if not t["is_incident"]] == []
