@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core import events
 from core.config import Commune
@@ -230,6 +231,23 @@ class AlertDesk:
             for ticket in self.session.scalars(query):
                 self._tickets[ticket.id] = ticket
 
+    def _load_signals(self, tickets: list[Ticket]) -> None:
+        """The signals of tickets about to be resolved, in one query: the
+        snapshot each change of status hands to plugins lists the ticket's
+        devices and reporters, and would otherwise load them ticket by ticket."""
+        held: dict[int, list[SignalRecord]] = {ticket.id: [] for ticket in tickets}
+        wanted = sorted(held)
+        for start in range(0, len(wanted), 500):
+            query = (
+                select(SignalRecord)
+                .where(among(self.session, SignalRecord.ticket_id, wanted[start : start + 500]))
+                .order_by(SignalRecord.id)
+            )
+            for record in self.session.scalars(query):
+                held[record.ticket_id].append(record)
+        for ticket in tickets:
+            set_committed_value(ticket, "signals", held[ticket.id])
+
     def _note_attached(self, ticket: Ticket, commune: Commune, alert: Alert) -> None:
         entry = self._attached.setdefault(id(ticket), (ticket, commune, []))
         entry[2].append(alert)
@@ -285,6 +303,13 @@ class AlertDesk:
             for ticket in self._tickets.values():
                 self.session.expire(ticket, ["signals"])
         active = still_active(self.session, sorted(p.ticket.id for p in self._resolutions.values()))
+        self._load_signals(
+            [
+                p.ticket
+                for p in self._resolutions.values()
+                if p.ticket.status in OPEN and p.ticket.id not in active
+            ]
+        )
         for pending in self._resolutions.values():
             if pending.ticket.status not in OPEN:
                 continue
