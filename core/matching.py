@@ -336,5 +336,6 @@ def signal_of(record: SignalRecord) -> Signal:
         device_kind=record.device_kind,
         connector=record.connector,
         idempotency_key=record.idempotency_key,
-        details=dict(record.details or {}),
+        # Not Vigie's bookkeeping ("_" keys, see core.ingest.alerts).
+        details={k: v for k, v in (record.details or {}).items() if not k.startswith("_")},
     )

@@ -63,6 +63,11 @@ from core.signals import Alert, DeviceInfo
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# In an alert signal's details: the idempotency keys of its latest repeats
+# (internal: the API leaves it out, see core.api.schemas.AlertOut).
+REPEAT_KEYS = "_repeat_keys"
+REPEAT_KEYS_KEPT = 16
 # Where core.events holds a session's after-commit calls: a savepoint rolled
 # back must drop the calls made inside it.
 _EVENTS_KEY = events._KEY
@@ -157,6 +162,8 @@ class AlertDesk:
         alert, commune = item.alert, item.commune
         record = self.index.open_for(alert.device_id, alert.condition)
         if record is not None:
+            if alert.idempotency_key in (record.details or {}).get(REPEAT_KEYS, ()):
+                return False  # this repeat again (redelivered): counted once
             self._repeat(record, alert, commune)
             return True
         key = storm_key(alert, item.device)
@@ -190,6 +197,12 @@ class AlertDesk:
 
     def _repeat(self, record: SignalRecord, alert: Alert, commune: Commune) -> None:
         record.occurrences += 1
+        if alert.idempotency_key:
+            # A repeat has no signal of its own to hold its key: the signal keeps
+            # the last few, enough for what a broker redelivers after a disconnect.
+            details = record.details or {}
+            keys = [*details.get(REPEAT_KEYS, ()), alert.idempotency_key]
+            record.details = {**details, REPEAT_KEYS: keys[-REPEAT_KEYS_KEPT:]}
         if record.last_seen_at is None or alert.observed_at > record.last_seen_at:
             record.last_seen_at = alert.observed_at
         ticket = self._ticket_of(record)

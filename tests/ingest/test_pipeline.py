@@ -359,3 +359,21 @@ def test_a_device_state_another_process_changed_meanwhile_is_read_again(
     with vigie_runtime.sessions() as session:
         lamp = session.scalar(select(Device).where(Device.device_id == "SL-CLF-04412"))
         assert lamp.state["active"] == {}
+
+
+def test_a_redelivered_repeat_is_counted_once(vigie_api, pipeline):
+    """A repeat of an open condition, delivered again in a later batch (the
+    broker redelivers what was not acknowledged before a disconnect)."""
+    admin = vigie_api.headers("admin")
+    leak = {"leakage": True, "current_volume_m3": 10.0}
+    pipeline.process_batch([ttn("wm-000453", leak, NOW, 1)])
+    repeat = ttn("wm-000453", leak, NOW + timedelta(hours=1), 2)
+    assert pipeline.process_batch([repeat]).alerts == 1
+    again = pipeline.process_batch([repeat])
+    assert again.alerts == 0 and again.duplicates == 1
+    [ticket] = sensor_tickets(vigie_api, admin, "wm-000453")
+    assert ticket["occurrences"] == 2
+    # The keys it remembers for that are its own business, not the API's.
+    [alert] = vigie_api.client.get(f"/api/v1/tickets/{ticket['id']}/alerts", headers=admin).json()
+    assert alert["occurrences"] == 2
+    assert not any(key.startswith("_") for key in alert["details"])
