@@ -26,7 +26,6 @@ between its tries.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import threading
 import zlib
@@ -39,8 +38,6 @@ from core.ingest.batch import BatchOutcome, RawMessage
 from core.ingest.handover import BatchSkipped
 from core.ingest.pipeline_process import PipelineProcess
 from core.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def partition(topic: str, count: int) -> int:
