@@ -336,6 +336,5 @@ def signal_of(record: SignalRecord) -> Signal:
         device_kind=record.device_kind,
         connector=record.connector,
         idempotency_key=record.idempotency_key,
-        # Not Vigie's bookkeeping ("_" keys, see core.ingest.alerts).
-        details={k: v for k, v in (record.details or {}).items() if not k.startswith("_")},
+        details=record.shown_details,
     )

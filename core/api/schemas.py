@@ -167,8 +167,7 @@ class AlertOut(BaseModel):
             first_seen_at=record.first_seen_at,
             last_seen_at=record.last_seen_at,
             recovered_at=record.recovered_at,
-            # Keys beginning with "_" are Vigie's own bookkeeping (core.ingest.alerts).
-            details={k: v for k, v in (record.details or {}).items() if not k.startswith("_")},
+            details=record.shown_details,
         )
 
 

@@ -172,6 +172,12 @@ class SignalRecord(Base):
 
     ticket: Mapped[Ticket | None] = relationship(back_populates="signals")
 
+    @property
+    def shown_details(self) -> dict[str, Any]:
+        """The details, without Vigie's own bookkeeping: keys beginning with "_"
+        (the idempotency keys of an alert's latest repeats, see core.ingest.alerts)."""
+        return {k: v for k, v in (self.details or {}).items() if not k.startswith("_")}
+
 
 class TicketEvent(Base):
     """One entry of a ticket's history. Rows are only ever added."""

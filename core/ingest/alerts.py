@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # In an alert signal's details: the idempotency keys of its latest repeats
-# (internal: the API leaves it out, see core.api.schemas.AlertOut).
+# (bookkeeping, left out of SignalRecord.shown_details).
 REPEAT_KEYS = "_repeat_keys"
 REPEAT_KEYS_KEPT = 16
 # Where core.events holds a session's after-commit calls: a savepoint rolled
