@@ -61,6 +61,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.ingest.batch import BatchOutcome
 from core.ingest.handover import handover_for
+from core.ingest.paho_client import ingest_client
 from core.settings import IngestSettings
 
 if TYPE_CHECKING:
@@ -289,7 +290,7 @@ class MqttIngestor:
             f"$share/{self.shared_group}/{topic}" if self.shared_group else topic
             for topic in self.topics
         ]
-        client = new_client(self.client_id, self.protocol, clean=False, manual_ack=True)
+        client = ingest_client(self.client_id, self.protocol)
         self.broker.configure(client, self.options.tls_ca_file)
         client.reconnect_delay_set(
             max(1, round(self.options.reconnect_min_seconds)),
@@ -585,14 +586,18 @@ class MqttIngestor:
         assert client is not None
         acked = skipped = 0
         with self._connection_lock:
+            qos1: list[int] = []
             for item in batch:
                 if item.qos == 0:
                     continue
                 if not self._connected or item.connection != self._connection:
                     skipped += 1
-                    continue
-                client.ack(item.mid, item.qos)
-                acked += 1
+                elif item.qos == 1:
+                    qos1.append(item.mid)
+                else:
+                    client.ack(item.mid, item.qos)
+                    acked += 1
+            acked += client.ack_many(qos1)
         self.counters.acked += acked
         self.counters.not_acked += skipped
 
