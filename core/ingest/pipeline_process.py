@@ -17,8 +17,10 @@ The child opens its own runtime from the same settings, so plugins (their
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import queue
 import threading
 import time
 from typing import Any
@@ -60,6 +62,7 @@ class PipelineProcess:
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._process: Any = None
         self._conn: Any = None
+        self._outbox: _Outbox | None = None
         self._generation = 0  # one per child: a token names the child its batch went to
         self._lock = threading.Lock()
 
@@ -68,11 +71,13 @@ class PipelineProcess:
         return self.receive(self.send(messages, again=True))
 
     def send(self, messages: list[RawMessage], again: bool = False) -> int:
+        """Queue a batch for the child; return at once (see :class:`_Outbox`)."""
         with self._lock:
-            conn = self._ensure_started()
+            self._ensure_started()
+            assert self._outbox is not None
             try:
-                conn.send((again, messages))
-            except (OSError, BrokenPipeError) as exc:
+                self._outbox.put((again, messages))
+            except OSError as exc:
                 self._discard()
                 raise PipelineProcessError(f"the pipeline process stopped: {exc}") from None
             return self._generation
@@ -109,10 +114,9 @@ class PipelineProcess:
         with self._lock:
             if self._process is None:
                 return
-            try:
-                self._conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
+            with contextlib.suppress(OSError):
+                self._outbox.put(None)  # after the batches queued
+                self._outbox.close(timeout)
             self._process.join(timeout)
             if self._process.is_alive():
                 log.warning("the ingest pipeline process did not stop in %.0f s; killed", timeout)
@@ -153,6 +157,7 @@ class PipelineProcess:
         if kind != "ready":
             self._discard()
             raise PipelineProcessError(f"the pipeline process could not start: {value}")
+        self._outbox = _Outbox(ours, self.name)
         log.info("ingest pipeline process %s started", process.pid)
         return ours
 
@@ -175,12 +180,61 @@ class PipelineProcess:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+        if self._outbox is not None:
+            self._outbox.stop()  # a write under way fails once the child is gone
+        self._outbox = None
         if self._process is not None:
             if self._process.is_alive():
                 self._process.kill()
             self._process.join(5)
         self._process = None
         self._generation += 1  # what was sent to it will not be answered
+
+
+class _Outbox:
+    """Batches on their way to one child, written to its pipe by a thread of
+    their own.
+
+    A child reads its next batch only once the one in hand is committed, and
+    a batch is larger than the pipe holds: written from the ingestor's thread,
+    it would keep that thread waiting until then. In a pool
+    (:mod:`core.ingest.pipeline_pool`) the parts of a batch for the other
+    children would wait behind it, and those children would stand idle."""
+
+    _CLOSE = object()
+
+    def __init__(self, conn: Any, name: str) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.error: OSError | None = None  # why writing stopped: the child is gone
+        self._thread = threading.Thread(target=self._write, name=f"{name}-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        """Queue ``item``; raise the OSError that stopped the writes, if any."""
+        if self.error is not None:
+            raise self.error
+        self._queue.put(item)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait until everything queued is written."""
+        self.stop()
+        self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """Write nothing queued after this."""
+        self._queue.put(self._CLOSE)
+
+    def _write(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._CLOSE:
+                return
+            try:
+                self._conn.send(item)
+            except OSError as exc:  # the child is gone, or the pipe closed by _discard
+                self.error = exc
+                return
 
 
 def _child_main(settings: Settings, conn, write_turn: Any = None) -> None:

@@ -60,6 +60,25 @@ def test_a_batch_is_committed_by_the_child_before_it_answers(vigie_api, child_se
     assert pipeline.pid is None
 
 
+def test_handing_over_does_not_wait_for_a_busy_child(vigie_api, child_settings, registry):
+    """The child reads its next batch only once the one in hand is committed,
+    and a batch is more than the pipe holds: the ingestor's thread (in a pool,
+    the other processes' parts) must not wait there until then."""
+    pipeline = PipelineProcess(child_settings)
+    try:
+        pipeline.start()
+        many = [raw("ttn-v3/water-reading.json") for _ in range(3000)]  # megabytes pickled
+        tokens = [pipeline.send(many), pipeline.send(many)]
+        tokens.append(pipeline.send([raw("direct/izar-backflow.json")]))
+        # All three handed over, and the child still on the first.
+        assert not pipeline._conn.poll()
+        outcomes = [pipeline.receive(token) for token in tokens]
+        assert [o.accepted for o in outcomes] == [3000, 3000, 1]
+        assert outcomes[2].alerts == 1
+    finally:
+        pipeline.close()
+
+
 def test_a_child_that_dies_is_replaced(vigie_api, child_settings, registry):
     pipeline = PipelineProcess(child_settings)
     try:
