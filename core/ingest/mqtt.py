@@ -255,6 +255,13 @@ class MqttIngestor:
         self._make_message = message_factory or _raw_message_type()
         self._queue: deque[_Inbound] = deque()
         self._cond = threading.Condition()
+        # Messages received and not yet answered (queued, or in a batch on its
+        # way); reading stops at _most_in_hand (see _holding_too_many).
+        self._in_hand = 0
+        self._most_in_hand = max(
+            self.options.receive_maximum,
+            self.options.batch_size * (self.options.batches_in_flight + 1),
+        )
         self._connection_lock = threading.Lock()
         self._connection = 0
         self._connected = False
@@ -291,6 +298,7 @@ class MqttIngestor:
             for topic in self.topics
         ]
         client = ingest_client(self.client_id, self.protocol)
+        client.hold_reading = self._holding_too_many
         self.broker.configure(client, self.options.tls_ca_file)
         client.reconnect_delay_set(
             max(1, round(self.options.reconnect_min_seconds)),
@@ -427,6 +435,11 @@ class MqttIngestor:
             log.error("MQTT broker %s refused subscription %s: %s", self.broker, topic, code)
         self._subscribed.set()
 
+    def _holding_too_many(self) -> bool:
+        """More messages in hand, unacknowledged, than the Receive Maximum allows
+        the broker to send: read no more until some are acknowledged."""
+        return self._in_hand >= self._most_in_hand
+
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         if self._stopping.is_set():
             return  # not acked: the broker redelivers it to the next start
@@ -448,6 +461,7 @@ class MqttIngestor:
             self.counters.redelivered += 1
         with self._cond:
             self._queue.append(item)
+            self._in_hand += 1
             size = len(self._queue)
             if size == 1 or size >= self.options.batch_size:
                 self._cond.notify()
@@ -579,6 +593,8 @@ class MqttIngestor:
         self.counters.last_batch_size = len(handed.batch)
         self.counters.last_batch_seconds = round(time.monotonic() - handed.started, 4)
         self._ack(handed.batch)
+        with self._cond:
+            self._in_hand -= len(handed.batch)
         self._slots.release()
 
     def _ack(self, batch: list[_Inbound]) -> None:

@@ -17,7 +17,14 @@ as acknowledged:
 - :meth:`IngestClient.loop_read` goes on reading while whole packets are
   buffered, instead of one packet per pass of paho's loop;
 - :meth:`IngestClient.ack_many` queues the PUBACKs of a whole batch as one
-  write: the same bytes on the wire as one ``ack()`` each.
+  write: the same bytes on the wire as one ``ack()`` each;
+- ``hold_reading``, when it says so, leaves what the broker sends in the
+  socket (TCP then holds the broker back). A broker is to send no more
+  unacknowledged messages than the Receive Maximum asked for, but Mosquitto
+  2.0.11 (Debian 12's) goes past it once acknowledgements flow: with 30,000
+  messages queued for the session and a Receive Maximum of 8,000, it had
+  22,000 unacknowledged messages in the client at once. After a long outage
+  the whole backlog would come into memory.
 
 They rely on three of paho's internals (``_create_socket``,
 ``_packet_queue``, ``_sock``), checked by ``tests/ingest/test_paho_client.py``
@@ -28,13 +35,15 @@ in ``pyproject.toml``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 READ_SIZE = 65536  # bytes a recv() may bring: about a hundred sensor messages
+HOLD_SECONDS = 0.005  # between two looks while reading is held
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id
 _PUBACK_COMMAND = 0x40
 # Packets read in one call of loop_read at most, so that writes (the acks)
@@ -81,20 +90,31 @@ class IngestClient(mqtt.Client):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(CallbackAPIVersion.VERSION2, **kwargs)
+        # Asked before each read: True leaves incoming packets unread for a while.
+        self.hold_reading: Callable[[], bool] | None = None
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if self._holding():
+            # paho's loop comes straight back while bytes wait: pace it. Writes
+            # (the acknowledgements that end the hold) and keep-alive go on.
+            time.sleep(HOLD_SECONDS)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         rc = super().loop_read(max_packets)
         for _ in range(_READ_BURST):
             sock = self._sock
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
                 break
-            if not sock.buffered():
+            if not sock.buffered() or self._holding():
                 break
             rc = super().loop_read(1)
         return rc
+
+    def _holding(self) -> bool:
+        hold = self.hold_reading
+        return hold is not None and hold()
 
     def ack_many(self, mids: Iterable[int]) -> int:
         """Acknowledge the QoS 1 messages ``mids`` (``manual_ack`` clients) in
