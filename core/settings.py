@@ -73,7 +73,7 @@ class IngestSettings(BaseModel):
     # batch_size / pipeline_processes messages a transaction (fewer, and the
     # statements per batch cost more per message). Only a backlog fills a
     # batch: live traffic closes one every batch_ms.
-    batch_size: int = Field(default=2000, ge=1, le=10_000)
+    batch_size: int = Field(default=4000, ge=1, le=10_000)
     batch_ms: int = Field(default=50, ge=1, le=10_000)
     # Batches handed to the pipeline before the oldest is answered: the next
     # is on its way while one is being stored. 1: one at a time.
@@ -86,7 +86,7 @@ class IngestSettings(BaseModel):
     # MQTT 5 Receive Maximum: unacknowledged messages the broker may send us at once.
     # At least batch_size * (batches_in_flight + 1), so that the next batch
     # fills while the others are being stored.
-    receive_maximum: int = Field(default=8000, ge=1, le=65535)
+    receive_maximum: int = Field(default=12000, ge=1, le=65535)
     reconnect_min_seconds: float = Field(default=1.0, gt=0)
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
     # CA bundle for mqtts:// when the broker's certificate is not from a public CA.
