@@ -195,21 +195,29 @@ def _published(query: Any, jurisdiction: Jurisdiction) -> Any:
 def _lean(query: Any) -> Any:
     # The public view needs none of these: skip their extra queries.
     return query.options(
-        raiseload(Ticket.signals), raiseload(Ticket.attachments),
-        raiseload(Ticket.duplicate_of), raiseload(Ticket.incident),
+        raiseload(Ticket.signals),
+        raiseload(Ticket.attachments),
+        raiseload(Ticket.duplicate_of),
+        raiseload(Ticket.incident),
     )
 
 
 def _entries(
-    session: Session, statement: Any, params: dict[str, Any], jurisdiction: Jurisdiction,
+    session: Session,
+    statement: Any,
+    params: dict[str, Any],
+    jurisdiction: Jurisdiction,
     language: str,
 ) -> list[dict[str, Any]]:
     """The ``request`` entries ``statement`` selects, with one more query for all of
     them: their status comments and media URLs."""
     connection = session.connection()
-    rows = list(connection.execute(
-        statement, {"commune": jurisdiction.slug, "services": list(jurisdiction.services), **params}
-    ))
+    rows = list(
+        connection.execute(
+            statement,
+            {"commune": jurisdiction.slug, "services": list(jurisdiction.services), **params},
+        )
+    )
     comments, media = comments_and_media(connection, rows)
     entries = RequestEntries(jurisdiction, language)
     return [entries.entry(row, comments.get(row.id), media.get(row.id)) for row in rows]
@@ -280,7 +288,8 @@ def build_router() -> APIRouter:
         body = {
             "changeset": changeset,
             "contact": "; ".join(contacts) or f"{runtime.area.name}: Allô Mairie",
-            "key_service": "; ".join(key_services) or (
+            "key_service": "; ".join(key_services)
+            or (
                 "An api_key is an integration token issued by the city's Vigie administrators "
                 "(vigie token create --role integration --commune <jurisdiction_id>)."
             ),
@@ -296,10 +305,12 @@ def build_router() -> APIRouter:
         }
         return render(fmt, "discovery", body)
 
-    router.add_api_route("/open311/discovery.{fmt}", discovery, methods=["GET"],
-                         summary="Open311 service discovery")
-    router.add_api_route(API + "/discovery.{fmt}", discovery, methods=["GET"],
-                         include_in_schema=False)
+    router.add_api_route(
+        "/open311/discovery.{fmt}", discovery, methods=["GET"], summary="Open311 service discovery"
+    )
+    router.add_api_route(
+        API + "/discovery.{fmt}", discovery, methods=["GET"], include_in_schema=False
+    )
 
     # --- Services -----------------------------------------------------------
 
@@ -372,22 +383,23 @@ def build_router() -> APIRouter:
         if client_key is not None and not 1 <= len(client_key) <= 200:
             raise Open311Error(400, f"{IDEMPOTENCY_HEADER}: from 1 to 200 characters")
         language = language_for(request.headers.get("accept-language"), jurisdiction.commune)
+        # Checked and read before the write transaction: on SQLite it is the
+        # database's one writer, and the others wait for its end.
+        with runtime.read_sessions() as reading:
+            actor = authenticate(reading, api_key)
+        if actor is None or actor.role is not Role.INTEGRATION:
+            raise Open311Error(403, INVALID_KEY)
+        if not actor.sees(jurisdiction.slug):
+            raise Open311Error(403, f"this api_key does not cover jurisdiction {jurisdiction.slug}")
+        service_code = form.get("service_code")
+        if not service_code:
+            raise Open311Error(400, "service_code was not provided")
+        category = jurisdiction.services.get(service_code)
+        if category is None:
+            raise Open311Error(404, f"service_code {service_code[:64]!r} not found")
+        key = idempotency_key(api_key, jurisdiction, client_key)
+        report = build_report(form, jurisdiction, category, language, key, actor.name)
         with runtime.sessions() as session:
-            actor = authenticate(session, api_key)
-            if actor is None or actor.role is not Role.INTEGRATION:
-                raise Open311Error(403, INVALID_KEY)
-            if not actor.sees(jurisdiction.slug):
-                raise Open311Error(
-                    403, f"this api_key does not cover jurisdiction {jurisdiction.slug}"
-                )
-            service_code = form.get("service_code")
-            if not service_code:
-                raise Open311Error(400, "service_code was not provided")
-            category = jurisdiction.services.get(service_code)
-            if category is None:
-                raise Open311Error(404, f"service_code {service_code[:64]!r} not found")
-            key = idempotency_key(api_key, jurisdiction, client_key)
-            report = build_report(form, jurisdiction, category, language, key, actor.name)
             try:
                 result = accept_signal(runtime, session, report, actor.label)
                 session.commit()
@@ -466,8 +478,10 @@ def build_router() -> APIRouter:
 
     # --- Updates (FixMyStreet's extension) -------------------------------------
 
-    @router.get(API + "/requests/{service_request_id}/updates.{fmt}",
-                summary="The public updates of one service request")
+    @router.get(
+        API + "/requests/{service_request_id}/updates.{fmt}",
+        summary="The public updates of one service request",
+    )
     @_respond_errors
     def get_request_updates(request: Request, service_request_id: str, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
@@ -549,8 +563,11 @@ def build_router() -> APIRouter:
 
     # --- Anything else under /open311 -------------------------------------------
 
-    @router.api_route("/open311/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                      include_in_schema=False)
+    @router.api_route(
+        "/open311/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
     def unknown(request: Request, rest: str) -> Response:
         suffix = rest.rsplit(".", 1)[-1].lower() if "." in rest else "xml"
         return error_response(

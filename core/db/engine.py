@@ -8,6 +8,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db.write_turns import WriteTurns, turns_for
+
 
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine for ``url``; for SQLite, creates the file's folder and turns on WAL."""
@@ -17,8 +19,10 @@ def make_engine(url: str, **kwargs) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own BEGIN handling defers locks badly; take them at BEGIN.
-        event.listen(engine, "begin", _sqlite_begin)
+        # pysqlite's own BEGIN handling defers locks badly; take them at BEGIN,
+        # writers in turn (core.db.write_turns) when the database is a file.
+        in_memory = not parsed.database or parsed.database == ":memory:"
+        _WriterTurns(None if in_memory else turns_for(parsed.database)).listen(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
@@ -31,13 +35,60 @@ def make_engine(url: str, **kwargs) -> Engine:
 READ_ONLY = "vigie_read_only"
 
 
-def _sqlite_begin(connection) -> None:
-    # A writer takes the write lock at BEGIN, so that two writers never deadlock
-    # upgrading a read lock. A reader needs none: in WAL mode readers and the
-    # writer do not wait for each other, and GETs would otherwise queue behind
-    # every POST (polling in SQLite's busy handler).
-    read_only = connection.get_execution_options().get(READ_ONLY)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+class _WriterTurns:
+    """How an SQLite engine begins: a writer takes the write lock at BEGIN, so
+    that two writers never deadlock upgrading a read lock, after waiting for
+    its turn (``turns``; None: no turns, as for a database in memory). A
+    reader needs neither: in WAL mode readers and the writer do not wait for
+    each other. The turn ends after the COMMIT or ROLLBACK (the dialect's, so
+    that a connection the pool resets gives its turn back too)."""
+
+    def __init__(self, turns: WriteTurns | None) -> None:
+        self.turns = turns
+        self._holding: set[int] = set()  # id() of the DBAPI connections in their turn
+
+    def listen(self, engine: Engine) -> None:
+        event.listen(engine, "begin", self.begin)
+        if self.turns is None:
+            return
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_commit(dbapi_connection) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self._end_turn(dbapi_connection)
+
+        def do_rollback(dbapi_connection) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self._end_turn(dbapi_connection)
+
+        dialect.do_commit = do_commit  # type: ignore[method-assign]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+    def begin(self, connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+            return
+        dbapi_connection = connection.connection.dbapi_connection
+        if self.turns is not None and self.turns.take():
+            self._holding.add(id(dbapi_connection))
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._end_turn(dbapi_connection)
+            raise
+
+    def _end_turn(self, dbapi_connection) -> None:
+        # The dialect is handed the pool's proxy of the connection: its driver connection.
+        key = id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+        if key in self._holding:
+            self._holding.discard(key)
+            assert self.turns is not None
+            self.turns.give_back()
 
 
 def _postgresql_settings(dbapi_connection, _record) -> None:
