@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -58,9 +55,6 @@ from core.signals import Alert, Location, Reading, Uplink
 from core.telemetry import store_readings
 
 log = logging.getLogger(__name__)
-
-# The longest a pool's SQLite writer waits for its turn (see IngestPipeline._turn_to_write).
-WRITE_TURN_SECONDS = 30.0
 
 __all__ = ["BatchOutcome", "IngestPipeline", "RawMessage", "check_silent_meters"]
 
@@ -117,12 +111,9 @@ class _Readable:
 class IngestPipeline:
     """Turns batches of raw messages into stored signals; one per ingest process."""
 
-    def __init__(self, runtime: Runtime, write_turn: Any = None) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.ingest
-        # Shared with the other pipeline processes of a SQLite database
-        # (core.ingest.pipeline_pool): held for each write transaction.
-        self.write_turn = write_turn
         self.read_sessions = runtime.read_sessions
         self.registry = DeviceRegistry(runtime)
         self._by_kind: dict[str, SensorConnector] | None = None
@@ -164,7 +155,7 @@ class IngestPipeline:
         # API's writers wait for.
         with self.read_sessions() as reading:
             batch.prepare(reading, messages)
-        with self._turn_to_write(), self.runtime.sessions() as session:
+        with self.runtime.sessions() as session:
             try:
                 batch.store(session)
                 session.commit()
@@ -172,28 +163,6 @@ class IngestPipeline:
                 session.rollback()
                 raise
         return outcome, readings
-
-    @contextmanager
-    def _turn_to_write(self) -> Iterator[None]:
-        """Wait for this process's turn among the pool's SQLite writers. Never
-        for ever: a process killed while holding the lock would hold it, and
-        SQLite's own lock keeps writes apart anyway."""
-        turn = self.write_turn
-        if turn is None:
-            yield
-            return
-        held = turn.acquire(timeout=WRITE_TURN_SECONDS)
-        if not held:
-            log.warning(
-                "no turn to write after %.0f s (a pipeline process stopped holding it?); "
-                "writing without it",
-                WRITE_TURN_SECONDS,
-            )
-        try:
-            yield
-        finally:
-            if held:
-                turn.release()
 
     def hand_readings(self, readings: list[Reading]) -> None:
         if not readings:

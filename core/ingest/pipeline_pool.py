@@ -19,20 +19,16 @@ so no process stores a device's messages out of order.
 What the processes share is in the database, which keeps it consistent:
 PostgreSQL's row locks (device states, reference numbers) and an advisory
 lock for opening a storm's incident (:mod:`core.ingest.storms`). SQLite has
-one writer at a time: the processes take turns through a lock of their own
-(``write_turn``), rather than through SQLite's busy handler, which sleeps
-between its tries.
+one writer at a time: the processes take turns as every writer of the file
+does (:mod:`core.db.write_turns`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy.engine import make_url
 
 from core.ingest.batch import BatchOutcome, RawMessage
 from core.ingest.handover import BatchSkipped
@@ -86,11 +82,8 @@ class PipelinePool:
             raise ValueError("a pool has at least 2 processes; use PipelineProcess for one")
         self.settings = settings
         self.count = count
-        context = multiprocessing.get_context("spawn")
-        write_turn = context.Lock() if _is_sqlite(settings.database_url) else None
         self.processes = [
-            PipelineProcess(settings, name=f"vigie-ingest-pipeline-{n + 1}", write_turn=write_turn)
-            for n in range(count)
+            PipelineProcess(settings, name=f"vigie-ingest-pipeline-{n + 1}") for n in range(count)
         ]
         self._batches: dict[int, _Batch] = {}  # by id() of the ingestor's list of messages
         self._lock = threading.Lock()
@@ -165,7 +158,3 @@ def pipeline_processes(settings: Settings) -> PipelineProcess | PipelinePool:
     """What ``ingest.pipeline_processes`` asks for: one process, or a pool."""
     count = settings.ingest.pipeline_processes
     return PipelineProcess(settings) if count == 1 else PipelinePool(settings, count)
-
-
-def _is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"

@@ -51,14 +51,9 @@ class PipelineProcess:
     another child.
     """
 
-    def __init__(
-        self, settings: Settings, name: str = "vigie-ingest-pipeline", write_turn: Any = None
-    ) -> None:
+    def __init__(self, settings: Settings, name: str = "vigie-ingest-pipeline") -> None:
         self.settings = settings
         self.name = name
-        # A multiprocessing lock shared with other pipeline processes of one
-        # SQLite database (see core.ingest.pipeline_pool), or None.
-        self.write_turn = write_turn
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
         self._process: Any = None
         self._conn: Any = None
@@ -142,7 +137,7 @@ class PipelineProcess:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=_child_main,
-            args=(self.settings, theirs, self.write_turn),
+            args=(self.settings, theirs),
             name=self.name,
             daemon=True,
         )
@@ -237,7 +232,7 @@ class _Outbox:
                 return
 
 
-def _child_main(settings: Settings, conn, write_turn: Any = None) -> None:
+def _child_main(settings: Settings, conn) -> None:
     """The child: open a runtime, then process batches until told to stop."""
     from core.gc_tuning import tune_for_service
     from core.ingest.pipeline import IngestPipeline
@@ -250,7 +245,7 @@ def _child_main(settings: Settings, conn, write_turn: Any = None) -> None:
     )
     try:
         runtime = open_runtime(settings, prepare_schema=False)
-        pipeline = IngestPipeline(runtime, write_turn=write_turn)
+        pipeline = IngestPipeline(runtime)
     except Exception as exc:
         log.exception("the ingest pipeline process could not start")
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))

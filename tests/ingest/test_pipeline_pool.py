@@ -5,10 +5,8 @@ part already committed is not stored twice when another part failed."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +15,6 @@ import pytest
 from core.devices import import_devices
 from core.ingest.batch import RawMessage
 from core.ingest.mqtt import Ingestion
-from core.ingest.pipeline import IngestPipeline
 from core.ingest.pipeline_pool import PipelinePool, partition, pipeline_processes, split
 from core.ingest.pipeline_process import PipelineProcess, PipelineProcessError
 
@@ -128,20 +125,6 @@ def test_a_part_committed_is_not_stored_again_when_another_part_failed(
         assert len(outcome.tickets_created) == len(batch)
     finally:
         pool.close()
-
-
-def test_a_writer_given_no_turn_writes_all_the_same(
-    vigie_api, vigie_runtime, lamps, monkeypatch, caplog
-):
-    monkeypatch.setattr("core.ingest.pipeline.WRITE_TURN_SECONDS", 0.2)
-    turn = threading.Lock()
-    turn.acquire()  # as a pipeline process killed while it held the turn would leave it
-    pipeline = IngestPipeline(vigie_runtime, write_turn=turn)
-    [lamp] = lamps(1)
-    with caplog.at_level(logging.WARNING, logger="core.ingest.pipeline"):
-        outcome = pipeline.process_batch([lamp_event(lamp, NOW)])
-    assert len(outcome.tickets_created) == 1
-    assert "no turn to write" in caplog.text
 
 
 def test_messages_through_the_broker_are_acked_once_every_process_stored_its_share(
