@@ -24,7 +24,9 @@ as acknowledged:
   2.0.11 (Debian 12's) goes past it once acknowledgements flow: with 30,000
   messages queued for the session and a Receive Maximum of 8,000, it had
   22,000 unacknowledged messages in the client at once. After a long outage
-  the whole backlog would come into memory.
+  the whole backlog would come into memory. A hold lasts half the
+  keep-alive at most, then one read lets the broker's PINGRESP (and what
+  came before it) in: held longer, paho would take the connection for dead.
 
 They rely on three of paho's internals (``_create_socket``,
 ``_packet_queue``, ``_sock``), checked by ``tests/ingest/test_paho_client.py``
@@ -92,6 +94,7 @@ class IngestClient(mqtt.Client):
         super().__init__(CallbackAPIVersion.VERSION2, **kwargs)
         # Asked before each read: True leaves incoming packets unread for a while.
         self.hold_reading: Callable[[], bool] | None = None
+        self._held_since: float | None = None
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
@@ -114,7 +117,16 @@ class IngestClient(mqtt.Client):
 
     def _holding(self) -> bool:
         hold = self.hold_reading
-        return hold is not None and hold()
+        if hold is None or not hold():
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since >= max(1.0, self._keepalive / 2):
+            self._held_since = now  # one read now, then the hold again
+            return False
+        return True
 
     def ack_many(self, mids: Iterable[int]) -> int:
         """Acknowledge the QoS 1 messages ``mids`` (``manual_ack`` clients) in

@@ -227,8 +227,11 @@ class _Outbox:
                 return
             try:
                 self._conn.send(item)
-            except OSError as exc:  # the child is gone, or the pipe closed by _discard
+            except OSError as exc:  # the child is gone
                 self.error = exc
+                return
+            except Exception as exc:  # the pipe closed under the write (PipelineProcess._discard)
+                self.error = OSError(f"the pipe to the pipeline process closed: {exc}")
                 return
 
 

@@ -359,3 +359,28 @@ def test_a_backlog_waits_at_the_broker_not_in_memory(
     assert wait_until(lambda: ingestor.counters.acked == 3000, timeout=60), ingestor.counters
     assert len(set(pipeline.payloads)) == 3000
     assert max(in_hand) <= 200 + 2, max(in_hand)
+
+
+def test_a_long_hold_keeps_the_connection(
+    mqtt_broker, mqtt_prefix, unique_id, publisher, make_ingestor, recording_pipeline, wait_until
+) -> None:
+    """While storing is stuck (the database down), reading stays held, but the
+    broker's keep-alive answers still get in: the connection is not dropped."""
+    release = threading.Event()
+    pipeline = recording_pipeline(on_batch=lambda batch: release.wait(60))
+    options = {"batch_size": 10, "receive_maximum": 50, "batches_in_flight": 1, "keepalive": 5}
+    ingestor = running(
+        make_ingestor(mqtt_broker.url, pipeline, [f"{mqtt_prefix}/#"], unique_id("hold"), **options)
+    )
+    try:
+        for i in range(300):
+            publisher.publish(f"{mqtt_prefix}/meter-{i % 10}", str(i), wait=False)
+        publisher.flush()
+        assert wait_until(lambda: ingestor.counters.received >= 50)
+        time.sleep(13)  # more than twice the keep-alive: paho would have given up
+        assert ingestor.counters.received < 300  # still held
+        assert (ingestor.counters.connects, ingestor.counters.disconnects) == (1, 0)
+    finally:
+        release.set()
+    assert wait_until(lambda: ingestor.counters.acked == 300, timeout=60), ingestor.counters
+    assert sorted(pipeline.payloads, key=int) == [str(i).encode() for i in range(300)]
