@@ -12,8 +12,11 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    Integer,
     Select,
     String,
+    any_,
     bindparam,
     case,
     cast,
@@ -93,11 +96,20 @@ def request_statement() -> Select:
 
 
 @cache
-def _extras_statement() -> Select:
+def _extras_statement(one_array: bool) -> Select:
     """Per ticket, the public status changes with a comment (``kind`` 1), then the
     reports that may carry a media_url (``kind`` 2, checked in Python: the LIKE
-    only spares reading every report's details), each in id order."""
-    ids = bindparam("ids", expanding=True)
+    only spares reading every report's details), each in id order.
+
+    ``one_array`` (PostgreSQL): the page's ticket ids as one array parameter,
+    so that the statement's text is the same whatever the page's length, and
+    PostgreSQL parses it once (see :mod:`core.db.lists`)."""
+    if one_array:
+        ids = any_(bindparam("ids", type_=ARRAY(Integer)))
+        in_ids = lambda column: column == ids  # noqa: E731
+    else:
+        expanding = bindparam("ids", expanding=True)
+        in_ids = lambda column: column.in_(expanding)  # noqa: E731
     comments = select(
         events.ticket_id,
         literal_column("1").label("kind"),
@@ -105,7 +117,7 @@ def _extras_statement() -> Select:
         events.changes.label("data"),
         events.comment,
     ).where(
-        events.ticket_id.in_(ids),
+        in_ids(events.ticket_id),
         events.public.is_(True),
         events.action.in_(STATUS_ACTIONS),
         events.comment.is_not(None),
@@ -114,7 +126,7 @@ def _extras_statement() -> Select:
     media = select(
         signals.ticket_id, literal_column("2"), signals.id, signals.details, null()
     ).where(
-        signals.ticket_id.in_(ids),
+        in_ids(signals.ticket_id),
         signals.kind == "report",
         cast(signals.details, String).like("%media_url%"),
     )
@@ -132,7 +144,7 @@ def comments_and_media(
         return comments, media
     status_of = {row[0]: row[2] for row in rows}  # id, status (REQUEST_FIELDS)
     for ticket_id, kind, _id, data, comment in connection.execute(
-        _extras_statement(), {"ids": list(status_of)}
+        _extras_statement(connection.dialect.name == "postgresql"), {"ids": list(status_of)}
     ):
         if kind == 1:  # in id order: the last one wins
             change = (data or {}).get("status")
