@@ -38,7 +38,7 @@ except ImportError:  # not on Windows: the threads of one process still take tur
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 30.0  # as SQLite's busy timeout (core.db.engine)
-_FILE_POLL_SECONDS = (0.0002, 0.0005, 0.001, 0.002)  # then the last, until the deadline
+_FILE_POLL_SECONDS = (0.0002, 0.0005, 0.001, 0.002)
 
 
 class WriteTurns:
@@ -81,15 +81,16 @@ class WriteTurns:
         descriptor = self._descriptor()
         if descriptor is None:
             return True
-        for pause in _poll_pauses():
+        pauses, pause = iter(_FILE_POLL_SECONDS), 0.0
+        while True:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return True
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     return False
+                pause = next(pauses, pause)  # then the last one, until the deadline
                 time.sleep(pause)
-        return False  # pragma: no cover (the pauses never end)
 
     def _descriptor(self) -> int | None:
         if fcntl is None:
@@ -98,12 +99,6 @@ class WriteTurns:
             self._file = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             self._pid = os.getpid()
         return self._file
-
-
-def _poll_pauses():
-    yield from _FILE_POLL_SECONDS
-    while True:
-        yield _FILE_POLL_SECONDS[-1]
 
 
 _turns: dict[str, WriteTurns] = {}

@@ -130,7 +130,6 @@ def new_client(
     client_id: str = "",
     protocol: int = mqtt.MQTTv311,
     clean: bool = True,
-    manual_ack: bool = False,
 ) -> mqtt.Client:
     """A paho 2.x client with the version 2 callback API."""
     if protocol == mqtt.MQTTv5:
@@ -138,14 +137,12 @@ def new_client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
-            manual_ack=manual_ack,
         )
     return mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean,
         protocol=protocol,
-        manual_ack=manual_ack,
     )
 
 
