@@ -23,6 +23,8 @@ DEMO_DATABASE_URL = "sqlite:///var/vigie.db"
 class ApiSettings(BaseModel):
     max_page_size: int = Field(default=200, ge=1, le=10_000)
     default_page_size: int = Field(default=50, ge=1)
+    # Reports arriving together are stored in one transaction (core.intake_queue).
+    intake_batch_size: int = Field(default=64, ge=1, le=1000)
     cors_origins: list[str] = []
 
 
@@ -118,6 +120,10 @@ class Settings(BaseSettings):
 
     config_dir: Path = Path("config")
     database_url: str = DEMO_DATABASE_URL
+    # Connections a process keeps open. A request's thread holds one at a time, and
+    # FastAPI runs up to 40 at once: with fewer, every busy second opens and closes
+    # connections (a PostgreSQL backend each, or SQLite's pragmas).
+    database_pool_size: int = Field(default=32, ge=1, le=1000)
     area_name: str | None = None
     demo: bool = False
     log_level: str = "INFO"

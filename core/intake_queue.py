@@ -1,0 +1,188 @@
+"""Reports from concurrent requests, stored together: one transaction, one flush.
+
+A POST that opens a ticket costs a transaction of its own: the write lock
+(SQLite has one writer at a time) or the commune's reference counter
+(PostgreSQL locks its row until the commit), BEGIN and COMMIT, and a flush
+of the ticket, its signal, its history and its messages, statement by
+statement. Under load those costs are paid once per request while the other
+requests wait for them.
+
+An :class:`IntakeQueue` is the group commit databases use for their own log:
+a request hands its signal over and waits. The first to arrive while no
+batch is being written leads: it takes what is waiting (its own signal and
+any that came meanwhile, up to ``batch_size``), stores them in one
+transaction with one flush (SQLAlchemy then inserts the batch's tickets,
+signals and history rows a table at a time), commits, and wakes the others
+with their own result. A request that arrived during the write leads the
+next batch. Alone, a request is a batch of one and waits for nobody.
+
+Nothing changes for the caller: the result is the one :func:`accept_signal`
+gives, after the commit (stored before acknowledged); a report refused as
+invalid raises :class:`InvalidInput` for its own request only; a retried
+idempotency key finds the first signal, even in the same batch; plugins hear
+of each ticket after the commit. If anything else goes wrong in a batch, it
+is rolled back and each of its signals is stored alone, in a transaction of
+its own, so that one signal's failure is its own request's error and never
+another's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.db.lists import among
+from core.db.models import SignalRecord
+from core.errors import InvalidInput
+from core.intake import IntakeResult, accept_signal
+from core.runtime import Runtime
+from core.signals import Report, Signal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """One request's signal, and what becomes of it."""
+
+    signal: Signal
+    actor: str
+    woken: threading.Event = field(default_factory=threading.Event)
+    result: IntakeResult | None = None
+    error: BaseException | None = None
+    leads: bool = False  # woken to write the next batch, not with a result
+
+
+class IntakeQueue:
+    """Group commit of signals for one runtime (one database); thread-safe."""
+
+    def __init__(self, runtime: Runtime, batch_size: int = 64) -> None:
+        self.runtime = runtime
+        self.batch_size = max(1, batch_size)
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._writing = False  # a batch is being stored: newcomers wait for the next
+
+    @property
+    def waiting(self) -> int:
+        """Signals handed over and not yet taken into a batch."""
+        with self._lock:
+            return len(self._waiting)
+
+    def accept(self, signal: Signal, actor: str) -> IntakeResult:
+        """Store ``signal`` (with others that arrive at the same time) and return
+        what :func:`accept_signal` returns, once committed. Raises what it raises
+        for this signal (InvalidInput for a bad report)."""
+        waiting = _Waiting(signal, actor)
+        with self._lock:
+            self._waiting.append(waiting)
+            leads = not self._writing
+            self._writing = True
+        if not leads:
+            waiting.woken.wait()
+        if waiting.result is None and waiting.error is None:  # woken to lead
+            self._lead()
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.result is not None
+        return waiting.result
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch = self._waiting[: self.batch_size]
+            del self._waiting[: self.batch_size]
+        try:
+            self._store(batch)
+        except BaseException as exc:  # never leave a request waiting for ever
+            for waiting in batch:
+                if waiting.result is None and waiting.error is None:
+                    waiting.error = exc
+            raise
+        finally:
+            with self._lock:
+                successor = self._waiting[0] if self._waiting else None
+                if successor is None:
+                    self._writing = False
+            if successor is not None:
+                successor.leads = True
+                successor.woken.set()
+            for waiting in batch:
+                waiting.woken.set()
+
+    def _store(self, batch: list[_Waiting]) -> None:
+        if len(batch) > 1:
+            try:
+                self._store_together(batch)
+                return
+            except Exception:
+                log.warning(
+                    "a batch of %d signals failed: storing each alone", len(batch), exc_info=True
+                )
+                for waiting in batch:
+                    waiting.result = waiting.error = None
+        for waiting in batch:
+            try:
+                waiting.result = self._store_alone(waiting)
+            except Exception as exc:
+                waiting.error = exc
+
+    def _store_together(self, batch: list[_Waiting]) -> None:
+        """One transaction, one flush for the new reports; repeats after it."""
+        with self.runtime.sessions() as session:
+            seen = _stored_keys(session, [w.signal.idempotency_key for w in batch])
+            later: list[_Waiting] = []
+            for waiting in batch:
+                signal, key = waiting.signal, waiting.signal.idempotency_key
+                if not isinstance(signal, Report) or (key and key in seen):
+                    later.append(waiting)  # a repeat, or an alert: looked up one by one
+                    continue
+                try:
+                    waiting.result = accept_signal(
+                        self.runtime, session, signal, waiting.actor, checked=True
+                    )
+                except InvalidInput as invalid:  # refused before anything was added
+                    waiting.error = invalid
+                    continue
+                if key:
+                    seen.add(key)
+            session.flush()
+            for waiting in later:
+                try:
+                    waiting.result = accept_signal(
+                        self.runtime, session, waiting.signal, waiting.actor
+                    )
+                except InvalidInput as invalid:
+                    waiting.error = invalid
+            session.commit()
+
+    def _store_alone(self, waiting: _Waiting) -> IntakeResult:
+        with self.runtime.sessions() as session:
+            try:
+                result = accept_signal(self.runtime, session, waiting.signal, waiting.actor)
+                session.commit()
+            except IntegrityError:
+                # The same idempotency key raced in from another process: its signal.
+                session.rollback()
+                result = accept_signal(self.runtime, session, waiting.signal, waiting.actor)
+                if not result.repeated:
+                    raise
+            return result
+
+
+def _stored_keys(session: Session, keys: list[str | None]) -> set[str]:
+    wanted = sorted({key for key in keys if key})
+    if not wanted:
+        return set()
+    return set(
+        session.scalars(
+            select(SignalRecord.idempotency_key).where(
+                among(session, SignalRecord.idempotency_key, wanted)
+            )
+        )
+    )
+

@@ -1,0 +1,149 @@
+"""Reports handed to the intake queue while the database is busy are stored
+together, in one transaction, and each request still gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, text
+
+from core.db.models import SignalRecord, Ticket
+from core.errors import InvalidInput
+from core.intake import IntakeResult
+from core.signals import Location, Report
+
+TICKET = {
+    "commune": "clermont-ferrand",
+    "category": "voirie",
+    "channel": "app",
+    "location": Location(45.7772, 3.0870, "12 rue Blatin, Clermont-Ferrand"),
+    "answers": {"nature": "trou", "danger": True},
+}
+
+
+def report(n: int, **changes: Any) -> Report:
+    return Report(**{"description": f"Nid-de-poule n° {n}", **TICKET, **changes})
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def while_the_database_is_busy(runtime, reports: list[Report]) -> list[IntakeResult | Exception]:
+    """Hand ``reports`` over from a thread each while another transaction holds
+    the commune's reference counter (and, on SQLite, the write lock): the first
+    one's batch waits for it, the others pile up behind. Then let go."""
+    queue = runtime.intake_queue
+    queue.accept(report(0), "agent:warm-up")  # the counter's row exists from now on
+    outcomes: list[IntakeResult | Exception | None] = [None] * len(reports)
+
+    def hand_over(index: int) -> None:
+        try:
+            outcomes[index] = queue.accept(reports[index], "integration:app")
+        except Exception as exc:  # what the request would answer
+            outcomes[index] = exc
+
+    with runtime.sessions() as blocker:
+        blocker.execute(text("UPDATE reference_counters SET last_number = last_number"))
+        first = threading.Thread(target=hand_over, args=(0,))
+        first.start()
+        _wait_for(lambda: queue.waiting == 0)  # the first batch has started
+        others = [threading.Thread(target=hand_over, args=(i,)) for i in range(1, len(reports))]
+        for thread in others:
+            thread.start()
+        _wait_for(lambda: queue.waiting == len(reports) - 1)
+        blocker.rollback()
+    for thread in (first, *others):
+        thread.join(30)
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+@pytest.fixture
+def commits(vigie_runtime) -> list[int]:
+    """One entry per transaction committed from now on."""
+    seen: list[int] = []
+    event.listen(vigie_runtime.engine, "commit", lambda _connection: seen.append(1))
+    return seen
+
+
+def stored_tickets(runtime) -> int:
+    with runtime.read_sessions() as session:
+        return session.scalar(select(func.count()).select_from(Ticket))
+
+
+def test_reports_arriving_while_a_batch_is_stored_go_in_one_transaction(vigie_runtime, commits):
+    outcomes = while_the_database_is_busy(vigie_runtime, [report(n) for n in range(1, 11)])
+    references = [outcome.ticket.reference for outcome in outcomes]
+    assert len(set(references)) == 10  # a ticket each, each told its own
+    assert all(outcome.created and not outcome.repeated for outcome in outcomes)
+    # the warm-up, the first report alone, then the nine that waited: together
+    assert len(commits) == 3
+    assert stored_tickets(vigie_runtime) == 11
+    with vigie_runtime.read_sessions() as session:
+        stored = dict(session.execute(select(Ticket.reference, Ticket.description)).all())
+    for outcome, sent in zip(outcomes, range(1, 11), strict=True):
+        assert stored[outcome.ticket.reference] == f"Nid-de-poule n° {sent}"
+
+
+def test_a_refused_report_fails_its_own_request_only(vigie_runtime):
+    reports = [report(n) for n in range(1, 6)]
+    reports[3] = report(4, category="no-such-category")
+    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    assert isinstance(outcomes[3], InvalidInput)
+    assert "no-such-category" in str(outcomes[3])
+    assert all(isinstance(o, IntakeResult) for i, o in enumerate(outcomes) if i != 3)
+    assert stored_tickets(vigie_runtime) == 1 + 4
+
+
+def test_a_key_sent_twice_in_one_batch_is_one_ticket(vigie_runtime, caplog):
+    reports = [report(n) for n in range(1, 5)]
+    reports[1] = report(1, idempotency_key="open311:retried")
+    reports[2] = report(1, idempotency_key="open311:retried")
+    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    first, second = outcomes[1], outcomes[2]
+    assert first.created and not first.repeated
+    assert second.repeated and not second.created
+    assert second.ticket.reference == first.ticket.reference
+    assert stored_tickets(vigie_runtime) == 1 + 3
+    with vigie_runtime.read_sessions() as session:
+        keys = session.scalar(
+            select(func.count()).where(SignalRecord.idempotency_key == "open311:retried")
+        )
+    assert keys == 1
+    assert "storing each alone" not in caplog.text  # found in the batch, not by a failure
+
+
+def test_a_key_stored_before_answers_with_its_ticket(vigie_runtime):
+    stored = vigie_runtime.intake_queue.accept(report(1, idempotency_key="k1"), "agent:a")
+    reports = [report(n) for n in range(2, 5)] + [report(1, idempotency_key="k1")]
+    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    assert outcomes[3].repeated
+    assert outcomes[3].ticket.reference == stored.ticket.reference
+
+
+def test_a_report_that_breaks_the_batch_fails_alone(vigie_runtime, caplog):
+    """A failure intake does not foresee (here: details that cannot be stored as
+    JSON) rolls the batch back; each report is then stored on its own."""
+    reports = [report(n) for n in range(1, 6)]
+    reports[2] = report(3, extra={"not json": object()})
+    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    assert isinstance(outcomes[2], Exception) and not isinstance(outcomes[2], InvalidInput)
+    assert all(isinstance(o, IntakeResult) for i, o in enumerate(outcomes) if i != 2)
+    assert stored_tickets(vigie_runtime) == 1 + 4
+    assert "storing each alone" in caplog.text
+
+
+def test_a_report_alone_waits_for_nobody(vigie_runtime, commits):
+    for n in range(3):
+        outcome = vigie_runtime.intake_queue.accept(report(n), "agent:a")
+        assert outcome.created
+    assert len(commits) == 3
+    assert vigie_runtime.intake_queue.waiting == 0
