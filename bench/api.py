@@ -412,6 +412,11 @@ class Phase:
     requests: int
     seconds: float
     expect: tuple[int, ...] = (200,)
+    # Requests a second, sent on a schedule whatever the answers (an open loop):
+    # latency is then counted from each request's due time, so that a server
+    # falling behind shows it. None: each connection sends its next request as
+    # soon as its last one is answered (a closed loop, the most it can serve).
+    rate: float | None = None
 
 
 def run_loop(coroutine: Any) -> Any:
@@ -499,10 +504,10 @@ async def drive(phase: Phase, concurrency: int, warmup: int) -> dict[str, Any]:
     issued = 0
     connections = [Connection(phase.server.port) for _ in range(concurrency)]
 
-    async def one(connection: Connection, i: int, record: bool) -> None:
+    async def one(connection: Connection, i: int, record: bool, due: float | None = None) -> None:
         method, path, kwargs = phase.make_request(i)
         target, body = encoded(kwargs, path)
-        started = time.perf_counter()
+        started = time.perf_counter() if due is None else due
         try:
             status = await connection.request(method, target, body)
         except (OSError, asyncio.IncompleteReadError, ValueError) as error:
@@ -530,13 +535,41 @@ async def drive(phase: Phase, concurrency: int, warmup: int) -> dict[str, Any]:
             issued += 1
             await one(connection, warmup + issued, True)
 
+    async def on_schedule(rate: float) -> None:
+        """Request i is due ``i / rate`` s after the start, and goes on the first
+        free connection (it waits for one, the wait counted, if all are busy)."""
+        nonlocal issued
+        free: asyncio.Queue[Connection] = asyncio.Queue()
+        for connection in connections:
+            free.put_nowait(connection)
+
+        async def send(i: int, due: float) -> None:
+            connection = await free.get()
+            try:
+                await one(connection, warmup + i, True, due)
+            finally:
+                free.put_nowait(connection)
+
+        sending = []
+        begin = time.perf_counter()
+        while issued < phase.requests and time.monotonic() < stop_at:
+            due = begin + issued / rate
+            if due > time.perf_counter():
+                await asyncio.sleep(due - time.perf_counter())
+            issued += 1
+            sending.append(asyncio.create_task(send(issued, due)))
+        await asyncio.gather(*sending)
+
     cpu_before, busy_before = phase.server.cpu_seconds(), machine_busy()
     started = time.perf_counter()
+    load = (
+        on_schedule(phase.rate)
+        if phase.rate
+        else asyncio.gather(*(worker(c) for c in connections))
+    )
     # Bounded even if the server stops answering: a minute past the phase's time.
     try:
-        await asyncio.wait_for(
-            asyncio.gather(*(worker(c) for c in connections)), phase.seconds + 60
-        )
+        await asyncio.wait_for(load, phase.seconds + 60)
     except TimeoutError:
         failures["TimeoutError"] += 1
     elapsed = time.perf_counter() - started
@@ -659,6 +692,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heavy-gets", type=int, default=200, help="GETs with spec defaults")
     parser.add_argument("--seconds", type=float, default=30, help="time limit of each phase")
     parser.add_argument("--workers", type=int, default=1, help="vigie serve --workers")
+    parser.add_argument("--post-rate", type=float, default=300,
+                        help="requests/s of the scheduled POST phase (the target rate)")
+    parser.add_argument("--get-rate", type=float, default=1000,
+                        help="requests/s of the scheduled GET phase (the target rate)")
+    parser.add_argument("--scheduled-seconds", type=float, default=10,
+                        help="length of each scheduled phase (0: none)")
     parser.add_argument("--profile", help="write py-spy samples (collapsed stacks) here")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
@@ -726,6 +765,15 @@ def main(argv: list[str] | None = None) -> int:
             Phase("Open311 GET requests.json (spec defaults: 90 days, <=1000)", app,
                   get_default, args.heavy_gets, args.seconds),
         ]  # fmt: skip
+        if args.scheduled_seconds > 0:
+            phases += [
+                Phase(f"Open311 POST requests.json, {args.post_rate:g}/s on schedule", app,
+                      lambda i: post(args.posts + i), int(args.post_rate * args.scheduled_seconds),
+                      args.scheduled_seconds + 5, (201,), rate=args.post_rate),
+                Phase(f"Open311 GET requests.json (app mix), {args.get_rate:g}/s on schedule",
+                      app, get_mix, int(args.get_rate * args.scheduled_seconds),
+                      args.scheduled_seconds + 5, rate=args.get_rate),
+            ]  # fmt: skip
         results = []
         for index, phase in enumerate(phases):
             if args.profile and phase.server is app:
