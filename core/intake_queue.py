@@ -16,6 +16,12 @@ signals and history rows a table at a time), commits, and wakes the others
 with their own result. A request that arrived during the write leads the
 next batch. Alone, a request is a batch of one and waits for nobody.
 
+On PostgreSQL, where writers run side by side, the batch's reference
+numbers are reserved first, in a short transaction of their own
+(:func:`core.references.reserve_numbers`): the commune's counter row is then
+locked for that moment only, not until the batch commits, and two workers'
+batches are stored at the same time.
+
 Nothing changes for the caller: the result is the one :func:`accept_signal`
 gives, after the commit (stored before acknowledged); a report refused as
 invalid raises :class:`InvalidInput` for its own request only; a retried
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -38,8 +45,10 @@ from sqlalchemy.orm import Session
 
 from core.db.lists import among
 from core.db.models import SignalRecord
+from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.intake import IntakeResult, accept_signal
+from core.references import hold_reserved, reserve_numbers
 from core.runtime import Runtime
 from core.signals import Report, Signal
 
@@ -115,16 +124,16 @@ class IntakeQueue:
                 waiting.woken.set()
 
     def _store(self, batch: list[_Waiting]) -> None:
-        if len(batch) > 1:
-            try:
-                self._store_together(batch)
-                return
-            except Exception:
+        try:
+            self._store_together(batch)
+            return
+        except Exception:
+            if len(batch) > 1:
                 log.warning(
                     "a batch of %d signals failed: storing each alone", len(batch), exc_info=True
                 )
-                for waiting in batch:
-                    waiting.result = waiting.error = None
+            for waiting in batch:
+                waiting.result = waiting.error = None
         for waiting in batch:
             try:
                 waiting.result = self._store_alone(waiting)
@@ -135,6 +144,11 @@ class IntakeQueue:
         """One transaction, one flush for the new reports; repeats after it."""
         with self.runtime.sessions() as session:
             seen = _stored_keys(session, [w.signal.idempotency_key for w in batch])
+            if session.get_bind().dialect.name == "postgresql":
+                # Writers run side by side: the batch must not hold its communes'
+                # counters until its commit (see core.references.reserve_numbers).
+                wanted = _tickets_to_open(batch, seen)
+                hold_reserved(session, reserve_numbers(self.runtime.engine, wanted))
             later: list[_Waiting] = []
             for waiting in batch:
                 signal, key = waiting.signal, waiting.signal.idempotency_key
@@ -172,6 +186,22 @@ class IntakeQueue:
                 if not result.repeated:
                     raise
             return result
+
+
+def _tickets_to_open(batch: list[_Waiting], seen: set[str]) -> Counter[tuple[str, int]]:
+    """How many new tickets the batch's reports will open, per commune and year
+    (as :func:`core.intake.open_ticket` numbers them)."""
+    year = utcnow().year
+    wanted: Counter[tuple[str, int]] = Counter()
+    keys: set[str] = set()
+    for waiting in batch:
+        signal, key = waiting.signal, waiting.signal.idempotency_key
+        if not isinstance(signal, Report) or not signal.commune or (key and (key in seen or key in keys)):
+            continue
+        if key:
+            keys.add(key)
+        wanted[(signal.commune, year)] += 1
+    return wanted
 
 
 def _stored_keys(session: Session, keys: list[str | None]) -> set[str]:

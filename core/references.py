@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Connection, Engine, bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.db.models import ReferenceCounter
+from core.events import per_transaction
 
 REFERENCE_PATTERN = re.compile(r"^(?P<prefix>[A-Z]{2,5})-(?P<year>\d{4})-(?P<number>\d{6,})$")
 
@@ -19,30 +21,69 @@ def format_reference(prefix: str, year: int, number: int) -> str:
 
 
 # Built once: constructing a statement costs more than running it.
-_INCREMENT = (
+_ADVANCE = (
     update(ReferenceCounter)
     .where(
         ReferenceCounter.commune == bindparam("of_commune"),
         ReferenceCounter.year == bindparam("of_year"),
     )
-    .values(last_number=ReferenceCounter.last_number + 1)
+    .values(last_number=ReferenceCounter.last_number + bindparam("by"))
     .returning(ReferenceCounter.last_number)
 )
+# Numbers taken ahead for this transaction (see reserve_numbers), per (commune, year).
+_RESERVED = per_transaction("vigie_reserved_numbers")
 
 
 def next_number(session: Session, commune: str, year: int) -> int:
     """Take the next number for (commune, year); safe under concurrent writers.
 
-    One ``UPDATE ... RETURNING`` in the common case; it holds the row lock
-    until the caller's commit. The year's first ticket creates the row
-    (``ON CONFLICT DO NOTHING`` lets a concurrent creator win) and retries.
-    Runs on the session's connection, without an autoflush: the counter
-    depends on no pending row, and a batch opening many tickets then
+    A number reserved for this transaction (:func:`hold_reserved`) if one is
+    left; otherwise one ``UPDATE ... RETURNING``, which holds the counter's
+    row lock until the caller's commit (PostgreSQL), so that a number is
+    never lost. Runs on the session's connection, without an autoflush: the
+    counter depends on no pending row, and a batch opening many tickets then
     flushes them once.
     """
-    connection = session.connection()
-    key = {"of_commune": commune, "of_year": year}
-    number = connection.execute(_INCREMENT, key).scalar()
+    reserved = session.info.get(_RESERVED, {}).get((commune, year))
+    if reserved:
+        return reserved.pop()
+    return _advance(session.connection(), commune, year, 1)
+
+
+def reserve_numbers(
+    engine: Engine, wanted: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], list[int]]:
+    """Take ``count`` numbers for each (commune, year) of ``wanted`` in a short
+    transaction of their own, committed at once.
+
+    For writers that run side by side (PostgreSQL): a batch that took its
+    numbers one by one would hold the commune's counter row from its first
+    ticket to its commit, and every other batch of the commune would wait
+    for it. Numbers reserved and not used (a report refused, a batch rolled
+    back) are gaps: references stay unique and readable, not gapless.
+    """
+    taken: dict[tuple[str, int], list[int]] = {}
+    with engine.begin() as connection:
+        for (commune, year), count in sorted(wanted.items()):
+            if count > 0:
+                last = _advance(connection, commune, year, count)
+                taken[(commune, year)] = list(range(last, last - count, -1))  # popped from the end
+    return taken
+
+
+def hold_reserved(session: Session, reserved: dict[tuple[str, int], list[int]]) -> None:
+    """Let :func:`next_number` give ``reserved`` numbers in this session's transaction."""
+    held = session.info.setdefault(_RESERVED, {})
+    for key, numbers in reserved.items():
+        held.setdefault(key, [])[:0] = numbers
+
+
+def _advance(connection: Connection, commune: str, year: int, by: int) -> int:
+    """Add ``by`` to the counter of (commune, year), created at 0 if new; the new last number.
+    The year's first ticket creates the row (``ON CONFLICT DO NOTHING`` lets a
+    concurrent creator win) and retries."""
+    key = {"of_commune": commune, "of_year": year, "by": by}
+    number = connection.execute(_ADVANCE, key).scalar()
     if number is not None:
         return number
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
@@ -51,4 +92,4 @@ def next_number(session: Session, commune: str, year: int) -> int:
         .values(commune=commune, year=year, last_number=0)
         .on_conflict_do_nothing()
     )
-    return connection.execute(_INCREMENT, key).scalar_one()
+    return connection.execute(_ADVANCE, key).scalar_one()

@@ -3,17 +3,22 @@ together, in one transaction, and each request still gets its own answer."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
 
+from core import hookimpl
 from core.db.models import SignalRecord, Ticket
+from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.intake import IntakeResult
+from core.references import next_number
 from core.signals import Location, Report
 
 TICKET = {
@@ -23,6 +28,45 @@ TICKET = {
     "location": Location(45.7772, 3.0870, "12 rue Blatin, Clermont-Ferrand"),
     "answers": {"nature": "trou", "danger": True},
 }
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Pause:
+    """A plugin that, once armed, holds the first ticket it routes until let go."""
+
+    name = "pause"
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.inside, self.go = threading.Event(), threading.Event()
+
+    @hookimpl
+    def route_ticket(self, ticket, commune):
+        if self.armed:
+            self.armed = False
+            self.inside.set()
+            self.go.wait(30)
+
+
+@pytest.fixture
+def pause() -> Pause:
+    return Pause()
+
+
+@pytest.fixture
+def vigie_plugins(pause):
+    return (pause,)
+
+
+@pytest.fixture
+def vigie_config_dir(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    with (config / "communes" / "clermont-ferrand.toml").open("a") as file:
+        file.write("\n[plugins.pause]\n")
+    return config
 
 
 def report(n: int, **changes: Any) -> Report:
@@ -68,9 +112,10 @@ def while_the_database_is_busy(runtime, reports: list[Report]) -> list[IntakeRes
 
 @pytest.fixture
 def commits(vigie_runtime) -> list[int]:
-    """One entry per transaction committed from now on."""
+    """One entry per session's transaction committed from now on (on PostgreSQL,
+    the short transactions that reserve reference numbers are not sessions')."""
     seen: list[int] = []
-    event.listen(vigie_runtime.engine, "commit", lambda _connection: seen.append(1))
+    event.listen(vigie_runtime.sessions, "after_commit", lambda _session: seen.append(1))
     return seen
 
 
@@ -147,3 +192,28 @@ def test_a_report_alone_waits_for_nobody(vigie_runtime, commits):
         assert outcome.created
     assert len(commits) == 3
     assert vigie_runtime.intake_queue.waiting == 0
+
+
+def test_a_batch_does_not_hold_its_communes_counter_until_its_commit(vigie_runtime, pause):
+    """PostgreSQL: a batch's reference numbers are reserved in a transaction of
+    their own, so another writer of the commune (another worker's batch, the
+    MQTT ingestion) takes its numbers while the batch is still being stored."""
+    if vigie_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: writers wait for each other anyway")
+    queue = vigie_runtime.intake_queue
+    queue.accept(report(0), "agent:warm-up")  # CLF-<year>-000001
+    pause.armed = True
+    outcome: list[IntakeResult] = []
+    batch = threading.Thread(target=lambda: outcome.append(queue.accept(report(1), "agent:a")))
+    batch.start()
+    assert pause.inside.wait(10)  # the batch is open, its ticket numbered, not committed
+    try:
+        with vigie_runtime.sessions() as other:
+            other.execute(text("SET LOCAL lock_timeout = '3s'"))
+            number = next_number(other, "clermont-ferrand", utcnow().year)
+            other.commit()
+    finally:
+        pause.go.set()
+        batch.join(30)
+    assert number == 3
+    assert outcome[0].ticket.reference.endswith("-000002")
