@@ -94,7 +94,7 @@ def _serve(
     click.echo(f"{workers} API processes; sensor ingestion: run `vigie ingest` beside them")
     os.environ["VIGIE_INGEST__ENABLED"] = "false"
     uvicorn.run(
-        "core.api.app:create_app", factory=True, workers=workers,
+        "core.api.app:create_worker_app", factory=True, workers=workers,
         host=host, port=port, log_level=log_level,
     )  # fmt: skip
 

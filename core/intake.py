@@ -81,8 +81,9 @@ def accept_signal(
     # Added with its ticket (back-populates ticket.signals): one INSERT, no UPDATE after.
     record.ticket = ticket
     session.add(record)
-    notify.queue_for_new_ticket(runtime, session, ticket)
-    events.after_commit(session, "ticket_created", ticket=ticket.snapshot(), commune=commune)
+    snapshot = ticket.snapshot()  # with its first signal: its reporter is known
+    notify.queue_for_new_ticket(runtime, session, ticket, snapshot)
+    events.after_commit(session, "ticket_created", ticket=snapshot, commune=commune)
     if not checked:
         session.flush()
     return IntakeResult(record, ticket, created=True)

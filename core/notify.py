@@ -18,6 +18,7 @@ from core.db.models import OutboxMessage, Ticket, TicketEvent
 from core.history import recorded_in_transaction
 from core.runtime import Runtime
 from core.signals import Notification
+from core.snapshots import TicketSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,11 @@ HOOK = "compose_notifications"
 
 
 def queue_notifications(
-    runtime: Runtime, session: Session, ticket: Ticket, event: TicketEvent
+    runtime: Runtime,
+    session: Session,
+    ticket: Ticket,
+    event: TicketEvent,
+    snapshot: TicketSnapshot | None = None,
 ) -> list[OutboxMessage]:
     """Ask the commune's plugins what ``event`` should tell whom; queue it.
 
@@ -35,7 +40,7 @@ def queue_notifications(
     commune = runtime.area.commune(ticket.commune)
     if commune is None or not _anyone_composes(runtime, commune):
         return []
-    snapshot, event_snapshot = ticket.snapshot(), event.snapshot()
+    snapshot, event_snapshot = snapshot or ticket.snapshot(), event.snapshot()
     queued = []
     for plugin, results in runtime.pm.call_each(
         HOOK, ticket=snapshot, event=event_snapshot, commune=commune, settings=runtime.settings
@@ -64,17 +69,21 @@ def queue_notifications(
     return queued
 
 
-def queue_for_new_ticket(runtime: Runtime, session: Session, ticket: Ticket) -> list[OutboxMessage]:
+def queue_for_new_ticket(
+    runtime: Runtime, session: Session, ticket: Ticket, snapshot: TicketSnapshot | None = None
+) -> list[OutboxMessage]:
     """The messages about a ticket just opened: one call per event of its
     history so far (created, then routed or redirected, due date set).
 
-    Called once its first signal is attached, so that its reporter is known.
+    Called once its first signal is attached, so that its reporter is known;
+    ``snapshot``: the ticket as it now is, if the caller has it.
     """
     if not _anyone_composes(runtime, runtime.area.commune(ticket.commune)):
         return []
+    snapshot = snapshot or ticket.snapshot()  # the same for each event: taken once
     queued = []
     for event in recorded_in_transaction(session, ticket.id):
-        queued += queue_notifications(runtime, session, ticket, event)
+        queued += queue_notifications(runtime, session, ticket, event, snapshot)
     return queued
 
 

@@ -78,6 +78,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
+def create_worker_app() -> FastAPI:
+    """The app of one process of ``vigie serve --workers N`` (uvicorn's factory):
+    :func:`create_app` from the environment, then the process tuned as a
+    service (:mod:`core.gc_tuning`), as ``vigie serve`` tunes its one process."""
+    from core.gc_tuning import tune_for_service
+
+    app = create_app()
+    tune_for_service()
+    return app
+
+
 def _check_local_broker_port(settings: Settings) -> None:
     """Before the HTTP port is bound: stop if the local broker port is held by
     something that is not an MQTT broker (the error says what to set)."""

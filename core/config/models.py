@@ -7,6 +7,7 @@ during the life of the process.
 from __future__ import annotations
 
 from datetime import date, time
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -194,6 +195,7 @@ class BusinessHours(BaseModel):
         return [parse_range(item) for item in getattr(self, names[weekday])]
 
 
+@lru_cache(maxsize=512)  # a due date asks for the ranges of each day it counts
 def parse_range(text: str) -> tuple[time, time]:
     """Parse ``"08:30-12:00"``; raise ValueError naming the bad range."""
     try:
