@@ -8,19 +8,29 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
+from core.auth import RecentTokens
 from core.config import Area, Commune
 from core.config.loader import load_area
 from core.connectors import Connector, collect_connectors
-from core.db.engine import READ_ONLY, make_engine, make_session_factory
+from core.db.engine import (
+    READ_ONLY,
+    make_engine,
+    make_public_read_engine,
+    make_session_factory,
+)
 from core.db.migrate import ensure_schema
 from core.errors import NotFound
 from core.plugin_manager import VigiePluginManager, get_plugin_manager
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.intake_queue import IntakeQueue
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     schema: str = field(default="unknown")
+    _public_read_engine: Engine | None = field(default=None, init=False, repr=False)
 
     def commune(self, slug: str) -> Commune:
         commune = self.area.commune(slug)
@@ -47,11 +58,37 @@ class Runtime:
         return make_session_factory(self.engine.execution_options(**{READ_ONLY: True}))
 
     @cached_property
+    def public_read_sessions(self) -> sessionmaker[Session]:
+        """Sessions for the public GETs of Open311: read-only, a few statements
+        that are the same at every call. On SQLite, :attr:`read_sessions`; on
+        PostgreSQL, autocommit connections of their own that may keep generic
+        plans (:func:`core.db.engine.make_public_read_engine`)."""
+        if self.engine.dialect.name != "postgresql":
+            return self.read_sessions
+        self._public_read_engine = make_public_read_engine(self.engine.url)
+        return make_session_factory(self._public_read_engine)
+
+    @cached_property
+    def recent_tokens(self) -> RecentTokens:
+        """Tokens of the public write endpoints, looked up at most every few seconds."""
+        return RecentTokens(self.read_sessions)
+
+    @cached_property
+    def intake_queue(self) -> IntakeQueue:
+        """Where requests hand over the reports they bring: stored together when
+        they arrive together (group commit, see :mod:`core.intake_queue`)."""
+        from core.intake_queue import IntakeQueue  # it builds on this module
+
+        return IntakeQueue(self, self.settings.api.intake_batch_size)
+
+    @cached_property
     def connectors(self) -> dict[str, Connector]:
         return collect_connectors(self.pm)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._public_read_engine is not None:
+            self._public_read_engine.dispose()
 
 
 def open_runtime(
@@ -65,7 +102,7 @@ def open_runtime(
     settings = settings or Settings()
     pm = pm or get_plugin_manager(settings)
     area = load_area(settings.config_dir, pm, area_name=settings.area_name)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     sessions = make_session_factory(engine)
     events.install(sessions, pm)
     schema = ensure_schema(engine) if prepare_schema else "not checked"

@@ -9,12 +9,12 @@ holds such an array. Each container's child element name is listed in
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from fastapi.responses import Response
 
 FORMATS = ("xml", "json")
@@ -90,7 +90,9 @@ def to_xml(root: str, body: Any) -> bytes:
 
 
 def to_json(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False).encode()
+    """Compact UTF-8 JSON. orjson: a page of 50 requests took the standard
+    library 0.3 ms to encode, a tenth of the GET's work."""
+    return orjson.dumps(body)
 
 
 def render(

@@ -4,11 +4,17 @@ Public GETs are the busiest calls of the service, so their statements are
 built once per shape of filters (with bound parameters) and read as plain
 rows through the session's connection: no ORM objects, no relationships, and
 none of the columns the public never sees (answers, reporters, assets).
+
+Lists of values (a jurisdiction's services, the page's ticket ids) are bound
+one named parameter per value, ``IN (:services_0, :services_1, ...)``, with a
+statement per length: SQLAlchemy's "expanding" parameters rewrite the SQL at
+every execution, which cost more than SQLite took to run the comments query.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -54,29 +60,42 @@ REQUEST_COLUMNS = tuple(
 )
 
 
-def _published() -> Select[Any]:
+def slots(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    """The parameters of :func:`_among` for ``values``: ``{name_0: values[0], ...}``."""
+    return {f"{name}_{i}": value for i, value in enumerate(values)}
+
+
+def _among(column: Any, name: str, count: int) -> Any:
+    """``column IN (:name_0, ... :name_{count-1})``, filled by :func:`slots`."""
+    return column.in_([bindparam(f"{name}_{i}") for i in range(count)])
+
+
+def _published(services: int) -> Select[Any]:
     return select(*REQUEST_COLUMNS).where(
-        tickets.commune == bindparam("commune"),
-        tickets.category.in_(bindparam("services", expanding=True)),
+        tickets.commune == bindparam("commune"), _among(tickets.category, "services", services)
     )
 
 
-@cache
-def requests_statement(by_ids: bool, by_codes: bool, by_statuses: bool, by_bbox: bool) -> Select:
+@lru_cache(maxsize=256)
+def requests_statement(
+    services: int, by_ids: bool, codes: int, statuses: int, by_bbox: bool
+) -> Select:
     """``GET requests``, newest first, for one shape of filters. Parameters:
-    ``commune``, ``services``, ``offset``, ``limit``, and by shape ``ids``, or
-    ``start``, ``end``, ``codes``, ``statuses``, ``min_lon`` ... ``max_lat``."""
-    statement = _published()
+    ``commune``, ``offset``, ``limit``, the :func:`slots` of ``services``
+    (``services`` of them), and by shape ``ids`` (a list), or ``start``,
+    ``end``, the slots of ``codes`` and ``statuses`` (none when 0),
+    ``min_lon`` ... ``max_lat``."""
+    statement = _published(services)
     if by_ids:  # the spec: service_request_id overrides every other argument
         statement = statement.where(tickets.reference.in_(bindparam("ids", expanding=True)))
     else:
         statement = statement.where(
             tickets.created_at >= bindparam("start"), tickets.created_at <= bindparam("end")
         )
-        if by_codes:
-            statement = statement.where(tickets.category.in_(bindparam("codes", expanding=True)))
-        if by_statuses:
-            statement = statement.where(tickets.status.in_(bindparam("statuses", expanding=True)))
+        if codes:
+            statement = statement.where(_among(tickets.category, "codes", codes))
+        if statuses:
+            statement = statement.where(_among(tickets.status, "statuses", statuses))
         if by_bbox:
             statement = statement.where(
                 tickets.longitude.between(bindparam("min_lon"), bindparam("max_lon")),
@@ -89,27 +108,28 @@ def requests_statement(by_ids: bool, by_codes: bool, by_statuses: bool, by_bbox:
     )
 
 
-@cache
-def request_statement() -> Select:
-    """One published request by its reference (``commune``, ``services``, ``reference``)."""
-    return _published().where(tickets.reference == bindparam("reference"))
+@lru_cache(maxsize=64)
+def request_statement(services: int) -> Select:
+    """One published request by its reference (``commune``, ``reference`` and
+    the :func:`slots` of ``services``)."""
+    return _published(services).where(tickets.reference == bindparam("reference"))
 
 
-@cache
-def _extras_statement(one_array: bool) -> Select:
+@lru_cache(maxsize=256)
+def _extras_statement(ids: int) -> Select:
     """Per ticket, the public status changes with a comment (``kind`` 1), then the
     reports that may carry a media_url (``kind`` 2, checked in Python: the LIKE
     only spares reading every report's details), each in id order.
 
-    ``one_array`` (PostgreSQL): the page's ticket ids as one array parameter,
-    so that the statement's text is the same whatever the page's length, and
-    PostgreSQL parses it once (see :mod:`core.db.lists`)."""
-    if one_array:
-        ids = any_(bindparam("ids", type_=ARRAY(Integer)))
-        in_ids = lambda column: column == ids  # noqa: E731
+    ``ids``: the number of the page's ticket ids, bound by :func:`slots`; 0
+    (PostgreSQL) for all of them in one array parameter ``ids``, so that the
+    statement's text is the same whatever the page's length, and PostgreSQL
+    parses it once (see :mod:`core.db.lists`)."""
+    if not ids:
+        array = any_(bindparam("ids", type_=ARRAY(Integer)))
+        in_ids = lambda column: column == array  # noqa: E731
     else:
-        expanding = bindparam("ids", expanding=True)
-        in_ids = lambda column: column.in_(expanding)  # noqa: E731
+        in_ids = lambda column: _among(column, "ids", ids)  # noqa: E731
     comments = select(
         events.ticket_id,
         literal_column("1").label("kind"),
@@ -143,9 +163,11 @@ def comments_and_media(
     if not rows:
         return comments, media
     status_of = {row[0]: row[2] for row in rows}  # id, status (REQUEST_FIELDS)
-    for ticket_id, kind, _id, data, comment in connection.execute(
-        _extras_statement(connection.dialect.name == "postgresql"), {"ids": list(status_of)}
-    ):
+    if connection.dialect.name == "postgresql":
+        statement, params = _extras_statement(0), {"ids": list(status_of)}
+    else:
+        statement, params = _extras_statement(len(status_of)), slots("ids", list(status_of))
+    for ticket_id, kind, _id, data, comment in connection.execute(statement, params):
         if kind == 1:  # in id order: the last one wins
             change = (data or {}).get("status")
             if comment and isinstance(change, list) and len(change) == 2:

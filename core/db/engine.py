@@ -5,30 +5,80 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db.write_turns import WriteTurns, turns_for
 
+# Connections opened beyond pool_size, for a burst, and closed when it ends.
+POOL_OVERFLOW = 16
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for ``url``; for SQLite, creates the file's folder and turns on WAL."""
+
+def make_engine(
+    url: str | URL, pool_size: int | None = None, *, plans_with_values: bool = True, **kwargs
+) -> Engine:
+    """An engine for ``url``; for SQLite, creates the file's folder and turns on WAL.
+
+    ``pool_size``: connections kept open (see Settings.database_pool_size);
+    None leaves SQLAlchemy's default (5). ``plans_with_values`` (PostgreSQL):
+    ``plan_cache_mode`` is ``force_custom_plan`` on each connection (see
+    :func:`_postgresql_settings`); without it, the server's default."""
     parsed = make_url(url)
+    in_memory = not parsed.database or parsed.database == ":memory:"
+    if pool_size is not None and not (parsed.get_backend_name() == "sqlite" and in_memory):
+        kwargs.setdefault("pool_size", pool_size)
+        kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if not in_memory:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own BEGIN handling defers locks badly; take them at BEGIN,
         # writers in turn (core.db.write_turns) when the database is a file.
-        in_memory = not parsed.database or parsed.database == ":memory:"
         _WriterTurns(None if in_memory else turns_for(parsed.database)).listen(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
-    if parsed.get_backend_name() == "postgresql":
+    if parsed.get_backend_name() == "postgresql" and plans_with_values:
         event.listen(engine, "connect", _postgresql_settings)
     return engine
+
+
+def make_public_read_engine(url: str | URL) -> Engine:
+    """The PostgreSQL engine of public GETs (``Runtime.public_read_sessions``):
+    their few statements, the same at every call, on connections of their own.
+
+    - Autocommit: under PostgreSQL's READ COMMITTED each statement reads its
+      own snapshot, in a transaction or not, so the BEGIN and ROLLBACK around
+      a GET were two round trips that changed nothing.
+    - The server's ``plan_cache_mode`` (``auto``): once psycopg has prepared a
+      listing (``prepare_threshold``), PostgreSQL may keep a generic plan for
+      it instead of planning it again at each GET, as ``force_custom_plan``
+      (the ingestion's need, for its arrays of keys) makes it do. ``auto``
+      takes the generic plan only when it costs no more than the plans made
+      with the values.
+    - A small pool (8 kept open): most public GETs are read on the event loop
+      (``connectors.open311.routes._small_page``), one at a time per process;
+      only pages of more than 50 requests are read in threads. Up to 48 for a
+      burst of those, more than the 40 threads FastAPI runs at once, so that a
+      read on the event loop never waits for a connection.
+    - A statement timeout (:data:`PUBLIC_READ_TIMEOUT`): a read on the event
+      loop holds up its process while it runs; a database gone slow makes it
+      fail, not hang."""
+    engine = make_engine(
+        url, 8, plans_with_values=False, isolation_level="AUTOCOMMIT", max_overflow=40
+    )
+    event.listen(engine, "connect", _public_read_settings)
+    return engine
+
+
+PUBLIC_READ_TIMEOUT = "10s"
+
+
+def _public_read_settings(dbapi_connection, _record) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = '{PUBLIC_READ_TIMEOUT}'")
+    dbapi_connection.commit()
 
 
 # Execution option of connections that only read (see Runtime.read_sessions).

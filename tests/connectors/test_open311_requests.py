@@ -460,6 +460,8 @@ def test_filters_by_status_service_code_and_ids(client, three):
     assert ids(get(client, "requests", service_code="proprete,eclairage", status="closed")) == [
         done
     ]
+    repeated = get(client, "requests", service_code="eclairage,proprete,eclairage", status="open")
+    assert ids(repeated) == [lamp, litter]
     # service_request_id overrides every other argument
     assert ids(
         get(
@@ -510,6 +512,34 @@ def test_paging_and_bbox_extensions(client, three):
     assert get(client, "requests", bbox="3.10,45.78,3.07,45.76").status_code == 400
     several = get(client, "requests", bbox="north", page="-1")
     assert several.status_code == 400 and len(several.json()) == 2
+
+
+def test_small_pages_are_read_on_the_event_loop_larger_ones_in_a_thread(
+    client, three, monkeypatch
+):
+    import connectors.open311.routes as routes
+
+    threaded = []
+    real = routes.run_in_threadpool
+
+    async def counting(function, *args, **kwargs):
+        threaded.append(function.__name__)
+        return await real(function, *args, **kwargs)
+
+    monkeypatch.setattr(routes, "run_in_threadpool", counting)
+    done, lamp, litter = three
+    assert ids(get(client, "requests", page_size="50")) == [done, lamp, litter]
+    assert ids(get(client, f"requests/{lamp}")) == [lamp]
+    assert threaded == []
+    assert ids(get(client, "requests", page_size="51")) == [done, lamp, litter]
+    assert ids(get(client, "requests")) == [done, lamp, litter]  # up to 1,000
+    assert threaded == ["find_requests", "find_requests"]
+    # Either way a refusal comes in the format asked for.
+    for page_size in ("20", "1000"):
+        refused = get(client, "requests", page_size=page_size, status="pending")
+        assert refused.status_code == 400 and "status:" in descriptions(refused)[0]
+        xml = get(client, "requests", "xml", page_size=page_size, status="pending")
+        assert xml.status_code == 400 and spark(ET.fromstring(xml.content))[0]["code"] == "400"
 
 
 def test_at_most_1000_requests_are_returned_by_default(client, vigie_api):
