@@ -8,13 +8,14 @@ statement. Under load those costs are paid once per request while the other
 requests wait for them.
 
 An :class:`IntakeQueue` is the group commit databases use for their own log:
-a request hands its signal over and waits. The first to arrive while no
-batch is being written leads: it takes what is waiting (its own signal and
-any that came meanwhile, up to ``batch_size``), stores them in one
-transaction with one flush (SQLAlchemy then inserts the batch's tickets,
-signals and history rows a table at a time), commits, and wakes the others
-with their own result. A request that arrived during the write leads the
-next batch. Alone, a request is a batch of one and waits for nobody.
+a request hands its signal over and waits. The queue's writing thread takes
+what is waiting (up to ``batch_size``), stores it in one transaction with
+one flush (SQLAlchemy then inserts the batch's tickets, signals and history
+rows a table at a time), commits, and tells each request its own result;
+what arrived meanwhile is the next batch. Alone, a request is a batch of
+one and waits for nobody. A request on the event loop waits without a
+thread (:meth:`IntakeQueue.accept_async`): the hop to a worker thread and
+back is paid once per batch, not once per request.
 
 On PostgreSQL, where writers run side by side, the batch's reference
 numbers are reserved first, in a short transaction of their own
@@ -34,10 +35,12 @@ another's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -61,67 +64,107 @@ class _Waiting:
 
     signal: Signal
     actor: str
-    woken: threading.Event = field(default_factory=threading.Event)
+    settle: Callable[[], None]  # tells the request its outcome is known
     result: IntakeResult | None = None
     error: BaseException | None = None
-    leads: bool = False  # woken to write the next batch, not with a result
+
+    def outcome(self) -> IntakeResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class IntakeQueue:
-    """Group commit of signals for one runtime (one database); thread-safe."""
+    """Group commit of signals for one runtime (one database); thread-safe.
+
+    Batches are stored by a thread of the queue's own, started with the first
+    signal and stopped by :meth:`close`: a request waits for its outcome
+    (:meth:`accept` in a thread, :meth:`accept_async` on the event loop),
+    without a thread of its own for the wait."""
 
     def __init__(self, runtime: Runtime, batch_size: int = 64) -> None:
         self.runtime = runtime
         self.batch_size = max(1, batch_size)
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._waiting: list[_Waiting] = []
-        self._writing = False  # a batch is being stored: newcomers wait for the next
+        self._writer: threading.Thread | None = None
+        self._closed = False
 
     @property
     def waiting(self) -> int:
         """Signals handed over and not yet taken into a batch."""
-        with self._lock:
+        with self._arrived:
             return len(self._waiting)
 
     def accept(self, signal: Signal, actor: str) -> IntakeResult:
         """Store ``signal`` (with others that arrive at the same time) and return
         what :func:`accept_signal` returns, once committed. Raises what it raises
         for this signal (InvalidInput for a bad report)."""
-        waiting = _Waiting(signal, actor)
-        with self._lock:
-            self._waiting.append(waiting)
-            leads = not self._writing
-            self._writing = True
-        if not leads:
-            waiting.woken.wait()
-        if waiting.result is None and waiting.error is None:  # woken to lead
-            self._lead()
-        if waiting.error is not None:
-            raise waiting.error
-        assert waiting.result is not None
-        return waiting.result
+        stored = threading.Event()
+        waiting = _Waiting(signal, actor, stored.set)
+        self._hand_over(waiting)
+        stored.wait()
+        return waiting.outcome()
 
-    def _lead(self) -> None:
-        with self._lock:
-            batch = self._waiting[: self.batch_size]
-            del self._waiting[: self.batch_size]
-        try:
-            self._store(batch)
-        except BaseException as exc:  # never leave a request waiting for ever
-            for waiting in batch:
-                if waiting.result is None and waiting.error is None:
-                    waiting.error = exc
-            raise
-        finally:
-            with self._lock:
-                successor = self._waiting[0] if self._waiting else None
-                if successor is None:
-                    self._writing = False
-            if successor is not None:
-                successor.leads = True
-                successor.woken.set()
-            for waiting in batch:
-                waiting.woken.set()
+    async def accept_async(self, signal: Signal, actor: str) -> IntakeResult:
+        """:meth:`accept` for a coroutine: the event loop goes on meanwhile.
+        A request cancelled while it waits (its client gone) is still stored."""
+        loop = asyncio.get_running_loop()
+        stored = loop.create_future()
+
+        def settle() -> None:
+            loop.call_soon_threadsafe(lambda: stored.done() or stored.set_result(None))
+
+        waiting = _Waiting(signal, actor, settle)
+        self._hand_over(waiting)
+        await stored
+        return waiting.outcome()
+
+    def close(self, timeout: float = 30) -> None:
+        """Store what was handed over, then stop the writing thread."""
+        with self._arrived:
+            self._closed = True
+            self._arrived.notify()
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+
+    def _hand_over(self, waiting: _Waiting) -> None:
+        with self._arrived:
+            if self._closed:
+                raise RuntimeError("the intake queue is closed: the service is stopping")
+            self._waiting.append(waiting)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write, name="vigie-intake", daemon=True
+                )
+                self._writer.start()
+            self._arrived.notify()
+
+    def _write(self) -> None:
+        """The writing thread: each time signals wait, store up to ``batch_size``."""
+        while True:
+            with self._arrived:
+                while not self._waiting and not self._closed:
+                    self._arrived.wait()
+                if not self._waiting:
+                    return  # closed, and nothing left
+                batch = self._waiting[: self.batch_size]
+                del self._waiting[: self.batch_size]
+            try:
+                self._store(batch)
+            except BaseException as exc:  # never leave a request waiting for ever
+                for waiting in batch:
+                    if waiting.result is None and waiting.error is None:
+                        waiting.error = exc
+                log.exception("intake: a batch of %d signals could not be stored", len(batch))
+            finally:
+                for waiting in batch:
+                    try:
+                        waiting.settle()
+                    except RuntimeError:  # its event loop has closed: nobody to tell
+                        log.debug("intake: a request's event loop closed before its answer")
 
     def _store(self, batch: list[_Waiting]) -> None:
         try:
@@ -196,7 +239,9 @@ def _tickets_to_open(batch: list[_Waiting], seen: set[str]) -> Counter[tuple[str
     keys: set[str] = set()
     for waiting in batch:
         signal, key = waiting.signal, waiting.signal.idempotency_key
-        if not isinstance(signal, Report) or not signal.commune or (key and (key in seen or key in keys)):
+        if not isinstance(signal, Report) or not signal.commune:
+            continue
+        if key and (key in seen or key in keys):
             continue
         if key:
             keys.add(key)

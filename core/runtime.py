@@ -86,6 +86,8 @@ class Runtime:
         return collect_connectors(self.pm)
 
     def close(self) -> None:
+        if "intake_queue" in self.__dict__:  # made on first use (cached_property)
+            self.intake_queue.close()
         self.engine.dispose()
         if self._public_read_engine is not None:
             self._public_read_engine.dispose()

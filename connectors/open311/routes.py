@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
@@ -29,7 +29,9 @@ from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.history import history_of
+from core.intake import IntakeResult
 from core.runtime import Runtime
+from core.signals import Report
 
 from .formats import Open311Error, error_response, pick_format, render
 from .jurisdictions import Jurisdiction, Jurisdictions
@@ -86,6 +88,16 @@ class _State:
             self._jurisdictions = Jurisdictions(runtime.area)
             self._area = runtime.area
         return self._jurisdictions
+
+
+class _Checked(NamedTuple):
+    """A POST requests found acceptable, ready to be stored."""
+
+    report: Report
+    actor: str  # who stores it: the api_key's integration
+    jurisdiction: Jurisdiction
+    language: str
+    key: str  # its idempotency key, which also names its token
 
 
 def _respond_errors(fn: Callable[..., Response]) -> Callable[..., Response]:
@@ -353,7 +365,16 @@ def build_router() -> APIRouter:
                 form = await multipart_form(request, body)
             else:
                 form = parse_form(body, content_type, request.url.query)
-            return await run_in_threadpool(store_request, request, fmt, form)
+            checked = check_request(request, form)
+            try:
+                # Stored with the reports of other requests arriving meanwhile, in one
+                # transaction; the event loop serves other requests while it waits.
+                intake = runtime_of(request).intake_queue
+                result = await intake.accept_async(checked.report, checked.actor)
+            except InvalidInput as invalid:  # a check of core's that ours did not make
+                problems = [(400, str(problem)) for problem in invalid.problems]
+                raise Open311Error(400, problems) from None
+            return answer_request(checked, result, fmt)
         except Open311Error as error:
             return error_response(wanted_format, error)
         except Exception:
@@ -373,7 +394,9 @@ def build_router() -> APIRouter:
             log.info("open311: files of a multipart POST ignored (media_url is kept)")
         return form_of([query_pairs(request.url.query), fields])
 
-    def store_request(request: Request, fmt: str, form: PostForm) -> Response:
+    def check_request(request: Request, form: PostForm) -> _Checked:
+        """Limits, api_key and the form, before anything is stored (on the event
+        loop: a little CPU, and the api_key looked up at most every few seconds)."""
         runtime = runtime_of(request)
         jurisdictions = state.jurisdictions(runtime)
         wanted = form.get("jurisdiction_id")
@@ -393,8 +416,6 @@ def build_router() -> APIRouter:
         if client_key is not None and not 1 <= len(client_key) <= 200:
             raise Open311Error(400, f"{IDEMPOTENCY_HEADER}: from 1 to 200 characters")
         language = language_for(request.headers.get("accept-language"), jurisdiction.commune)
-        # Checked and read before the write transaction: on SQLite it is the
-        # database's one writer, and the others wait for its end.
         actor = runtime.recent_tokens.authenticate(api_key)
         if actor is None or actor.role is not Role.INTEGRATION:
             raise Open311Error(403, INVALID_KEY)
@@ -408,12 +429,10 @@ def build_router() -> APIRouter:
             raise Open311Error(404, f"service_code {service_code[:64]!r} not found")
         key = idempotency_key(api_key, jurisdiction, client_key)
         report = build_report(form, jurisdiction, category, language, key, actor.name)
-        try:
-            # Stored with the reports of other requests arriving meanwhile, in one transaction.
-            result = runtime.intake_queue.accept(report, actor.label)
-        except InvalidInput as invalid:  # a check of core's that ours did not make
-            problems = [(400, str(problem)) for problem in invalid.problems]
-            raise Open311Error(400, problems) from None
+        return _Checked(report, actor.label, jurisdiction, language, key)
+
+    def answer_request(checked: _Checked, result: IntakeResult, fmt: str) -> Response:
+        jurisdiction, language, key = checked.jurisdiction, checked.language, checked.key
         ticket = result.ticket
         notice = service_notice(ticket.category, ticket.outside_body, jurisdiction, language)
         reference = ticket.reference

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from core.api import communes, deadletters, devices, health, matching, tickets
 from core.api.errors import install_error_handlers
 from core.api.limits import BodyLimitMiddleware
+from core.db.checkpoints import checkpoint_in_background
 from core.outbox import deliver_due
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime
+        # SQLite: writers do not pay for copying the WAL back (core.db.checkpoints).
+        checkpoints = checkpoint_in_background(runtime.engine)
         worker = asyncio.create_task(_outbox_loop(runtime))
         # Sensor ingestion (MQTT subscriber, embedded broker, silent-meter checks):
         # `vigie serve` turns it on unless ingest.enabled is false.
@@ -53,6 +56,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 await worker
             if app.state.ingestion is not None:
                 await asyncio.to_thread(app.state.ingestion.stop)
+            if checkpoints is not None:
+                await asyncio.to_thread(checkpoints.stop)
 
     app = FastAPI(
         title="Vigie",

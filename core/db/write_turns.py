@@ -38,7 +38,7 @@ except ImportError:  # not on Windows: the threads of one process still take tur
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 30.0  # as SQLite's busy timeout (core.db.engine)
-_FILE_POLL_SECONDS = (0.0002, 0.0005, 0.001, 0.002)
+_FILE_POLL_SECONDS = (0.0001, 0.0002, 0.0005)
 
 
 class WriteTurns:

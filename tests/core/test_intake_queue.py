@@ -3,6 +3,7 @@ together, in one transaction, and each request still gets its own answer."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
@@ -217,3 +218,46 @@ def test_a_batch_does_not_hold_its_communes_counter_until_its_commit(vigie_runti
         batch.join(30)
     assert number == 3
     assert outcome[0].ticket.reference.endswith("-000002")
+
+
+def test_requests_on_the_event_loop_are_stored_together_without_a_thread_each(
+    vigie_runtime, commits
+):
+    queue = vigie_runtime.intake_queue
+    threads_before = threading.active_count()
+
+    async def twenty_at_once() -> list[IntakeResult]:
+        return await asyncio.gather(
+            *(queue.accept_async(report(n), "integration:app") for n in range(20))
+        )
+
+    outcomes = asyncio.run(twenty_at_once())
+    assert len({outcome.ticket.reference for outcome in outcomes}) == 20
+    assert stored_tickets(vigie_runtime) == 20
+    assert len(commits) < 20  # handed over together: stored in fewer transactions
+    assert threading.active_count() <= threads_before + 1  # the queue's writer, no more
+
+
+def test_a_request_given_up_while_waiting_is_still_stored(vigie_runtime):
+    queue = vigie_runtime.intake_queue
+
+    async def client_goes_away() -> None:
+        waiting = asyncio.ensure_future(queue.accept_async(report(1), "integration:app"))
+        await asyncio.sleep(0)  # handed over
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(client_goes_away())  # its loop closes before the answer is ready
+    _wait_for(lambda: stored_tickets(vigie_runtime) == 1)
+    # The writer is still there for the next request.
+    assert queue.accept(report(2), "agent:a").created
+
+
+def test_closing_stores_what_was_handed_over_then_refuses(vigie_runtime):
+    queue = vigie_runtime.intake_queue
+    assert queue.accept(report(1), "agent:a").created
+    vigie_runtime.close()
+    assert not any(t.name == "vigie-intake" and t.is_alive() for t in threading.enumerate())
+    with pytest.raises(RuntimeError, match="stopping"):
+        queue.accept(report(2), "agent:a")
