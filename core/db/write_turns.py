@@ -38,6 +38,11 @@ except ImportError:  # not on Windows: the threads of one process still take tur
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 30.0  # as SQLite's busy timeout (core.db.engine)
+# Pauses between tries of another process's file lock, then the last one
+# until the turn comes. Short: two workers' batches pass the turn back and
+# forth many times a second, and each longer pause left the database idle
+# (Open311 POST, two workers: 417 POST/s with pauses up to 2 ms, 474 and 506
+# with 0.5 ms). Each try is one system call.
 _FILE_POLL_SECONDS = (0.0001, 0.0002, 0.0005)
 
 
