@@ -195,12 +195,12 @@ def test_a_report_alone_waits_for_nobody(vigie_runtime, commits):
     assert vigie_runtime.intake_queue.waiting == 0
 
 
+@pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
 def test_a_batch_does_not_hold_its_communes_counter_until_its_commit(vigie_runtime, pause):
     """PostgreSQL: a batch's reference numbers are reserved in a transaction of
     their own, so another writer of the commune (another worker's batch, the
     MQTT ingestion) takes its numbers while the batch is still being stored."""
-    if vigie_runtime.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: writers wait for each other anyway")
+    # PostgreSQL only: on SQLite, one writer at a time, writers wait for each other anyway.
     queue = vigie_runtime.intake_queue
     queue.accept(report(0), "agent:warm-up")  # CLF-<year>-000001
     pause.armed = True
