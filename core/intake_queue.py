@@ -190,7 +190,7 @@ class IntakeQueue:
             if session.get_bind().dialect.name == "postgresql":
                 # Writers run side by side: the batch must not hold its communes'
                 # counters until its commit (see core.references.reserve_numbers).
-                wanted = _tickets_to_open(batch, seen)
+                wanted = _tickets_to_open(batch, seen, set(self.runtime.area.communes))
                 hold_reserved(session, reserve_numbers(self.runtime.engine, wanted))
             later: list[_Waiting] = []
             for waiting in batch:
@@ -231,7 +231,9 @@ class IntakeQueue:
             return result
 
 
-def _tickets_to_open(batch: list[_Waiting], seen: set[str]) -> Counter[tuple[str, int]]:
+def _tickets_to_open(
+    batch: list[_Waiting], seen: set[str], communes: set[str]
+) -> Counter[tuple[str, int]]:
     """How many new tickets the batch's reports will open, per commune and year
     (as :func:`core.intake.open_ticket` numbers them)."""
     year = utcnow().year
@@ -239,7 +241,7 @@ def _tickets_to_open(batch: list[_Waiting], seen: set[str]) -> Counter[tuple[str
     keys: set[str] = set()
     for waiting in batch:
         signal, key = waiting.signal, waiting.signal.idempotency_key
-        if not isinstance(signal, Report) or not signal.commune:
+        if not isinstance(signal, Report) or signal.commune not in communes:
             continue
         if key and (key in seen or key in keys):
             continue
