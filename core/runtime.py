@@ -14,10 +14,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
+from core.answer_cache import AnswerCache
 from core.auth import RecentTokens
 from core.config import Area, Commune
 from core.config.loader import load_area
 from core.connectors import Connector, collect_connectors
+from core.db.data_version import DataVersion, count_commits
 from core.db.engine import (
     READ_ONLY,
     make_engine,
@@ -82,12 +84,36 @@ class Runtime:
         return IntakeQueue(self, self.settings.api.intake_batch_size)
 
     @cached_property
+    def data_version(self) -> DataVersion:
+        """The database's count of commits, which kept public answers are checked against."""
+        return DataVersion(self.engine)
+
+    @cached_property
+    def answer_cache(self) -> AnswerCache:
+        """Whole public answers, served again while the data is unchanged (see
+        :mod:`core.answer_cache`; ``settings.api.answer_cache_*``)."""
+        api = self.settings.api
+        megabytes, seconds = api.answer_cache_megabytes, api.answer_cache_seconds
+        return AnswerCache(self.data_version, int(megabytes * 2**20), seconds)
+
+    @cached_property
+    def entry_cache(self) -> AnswerCache:
+        """The parts of public answers that many of them show (an Open311
+        request's entry), under the stamp of the answer being built: a cache of
+        its own, so that answers asked once (a map's bbox) do not push them out."""
+        api = self.settings.api
+        megabytes, seconds = api.entry_cache_megabytes, api.answer_cache_seconds
+        return AnswerCache(self.data_version, int(megabytes * 2**20), seconds)
+
+    @cached_property
     def connectors(self) -> dict[str, Connector]:
         return collect_connectors(self.pm)
 
     def close(self) -> None:
         if "intake_queue" in self.__dict__:  # made on first use (cached_property)
             self.intake_queue.close()
+        if "data_version" in self.__dict__:
+            self.data_version.close()
         self.engine.dispose()
         if self._public_read_engine is not None:
             self._public_read_engine.dispose()
@@ -105,6 +131,7 @@ def open_runtime(
     pm = pm or get_plugin_manager(settings)
     area = load_area(settings.config_dir, pm, area_name=settings.area_name)
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    count_commits(engine)  # the data version that public answers are kept under
     sessions = make_session_factory(engine)
     events.install(sessions, pm)
     schema = ensure_schema(engine) if prepare_schema else "not checked"

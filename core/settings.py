@@ -25,6 +25,11 @@ class ApiSettings(BaseModel):
     default_page_size: int = Field(default=50, ge=1)
     # Reports arriving together are stored in one transaction (core.intake_queue).
     intake_batch_size: int = Field(default=64, ge=1, le=1000)
+    # Public GET answers, and the request entries they show, served again while
+    # no commit came (core.answer_cache), per process; 0 turns a cache off.
+    answer_cache_megabytes: float = Field(default=32, ge=0)
+    entry_cache_megabytes: float = Field(default=64, ge=0)
+    answer_cache_seconds: float = Field(default=10, ge=0)
     cors_origins: list[str] = []
 
 

@@ -5,6 +5,10 @@ built once per shape of filters (with bound parameters) and read as plain
 rows through the session's connection: no ORM objects, no relationships, and
 none of the columns the public never sees (answers, reporters, assets).
 
+A listing is read in two steps: the ids of its page (:func:`requests_statement`,
+:func:`request_statement`), then the rows of those whose entry is not kept
+already (:func:`rows_statement`; see ``routes._entries``).
+
 Lists of values (a jurisdiction's services, the page's ticket ids) are bound
 one named parameter per value, ``IN (:services_0, :services_1, ...)``, with a
 statement per length: SQLAlchemy's "expanding" parameters rewrite the SQL at
@@ -36,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Row
 
 from core.db.models import SignalRecord, Ticket, TicketEvent
+from core.db.spatial import within_box
 from core.db.types import UTCDateTime
 
 from .service_requests import OPEN_VALUES, REQUEST_FIELDS, STATUS_ACTIONS
@@ -71,20 +76,21 @@ def _among(column: Any, name: str, count: int) -> Any:
 
 
 def _published(services: int) -> Select[Any]:
-    return select(*REQUEST_COLUMNS).where(
+    return select(tickets.id).where(
         tickets.commune == bindparam("commune"), _among(tickets.category, "services", services)
     )
 
 
 @lru_cache(maxsize=256)
 def requests_statement(
-    services: int, by_ids: bool, codes: int, statuses: int, by_bbox: bool
+    services: int, by_ids: bool, codes: int, statuses: int, by_bbox: bool, dialect: str = ""
 ) -> Select:
-    """``GET requests``, newest first, for one shape of filters. Parameters:
+    """The ids of a ``GET requests`` page, newest first, for one shape of filters. Parameters:
     ``commune``, ``offset``, ``limit``, the :func:`slots` of ``services``
     (``services`` of them), and by shape ``ids`` (a list), or ``start``,
     ``end``, the slots of ``codes`` and ``statuses`` (none when 0),
-    ``min_lon`` ... ``max_lat``."""
+    ``min_lon`` ... ``max_lat`` (found through the spatial index of
+    ``dialect``'s database, see :mod:`core.db.spatial`)."""
     statement = _published(services)
     if by_ids:  # the spec: service_request_id overrides every other argument
         statement = statement.where(tickets.reference.in_(bindparam("ids", expanding=True)))
@@ -97,10 +103,8 @@ def requests_statement(
         if statuses:
             statement = statement.where(_among(tickets.status, "statuses", statuses))
         if by_bbox:
-            statement = statement.where(
-                tickets.longitude.between(bindparam("min_lon"), bindparam("max_lon")),
-                tickets.latitude.between(bindparam("min_lat"), bindparam("max_lat")),
-            )
+            box = (bindparam(name) for name in ("min_lon", "min_lat", "max_lon", "max_lat"))
+            statement = statement.where(within_box(dialect, *box))
     return (
         statement.order_by(tickets.created_at.desc(), tickets.id.desc())
         .offset(bindparam("offset"))
@@ -110,9 +114,26 @@ def requests_statement(
 
 @lru_cache(maxsize=64)
 def request_statement(services: int) -> Select:
-    """One published request by its reference (``commune``, ``reference`` and
-    the :func:`slots` of ``services``)."""
+    """The id of one published request by its reference (``commune``,
+    ``reference`` and the :func:`slots` of ``services``)."""
     return _published(services).where(tickets.reference == bindparam("reference"))
+
+
+@lru_cache(maxsize=256)
+def _rows_statement(ids: int) -> Select:
+    if not ids:  # PostgreSQL: one array parameter, one statement text (see _extras_statement)
+        return select(*REQUEST_COLUMNS).where(
+            tickets.id == any_(bindparam("ids", type_=ARRAY(Integer)))
+        )
+    return select(*REQUEST_COLUMNS).where(_among(tickets.id, "ids", ids))
+
+
+def rows_statement(connection: Connection, ids: list[int]) -> tuple[Select, dict[str, Any]]:
+    """The statement and parameters reading the :data:`REQUEST_FIELDS` of ``ids``
+    (in no particular order)."""
+    if connection.dialect.name == "postgresql":
+        return _rows_statement(0), {"ids": ids}
+    return _rows_statement(len(ids)), slots("ids", ids)
 
 
 @lru_cache(maxsize=256)

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, raiseload
 from starlette.concurrency import run_in_threadpool
 
+from core.answer_cache import Answer, Stamp
 from core.auth import Role
 from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.types import utcnow
@@ -35,7 +36,13 @@ from core.signals import Report
 
 from .formats import Open311Error, error_response, pick_format, render
 from .jurisdictions import Jurisdiction, Jurisdictions
-from .queries import comments_and_media, request_statement, requests_statement, slots
+from .queries import (
+    comments_and_media,
+    request_statement,
+    requests_statement,
+    rows_statement,
+    slots,
+)
 from .ratelimit import TokenBuckets, client_address, read_capped_body, refuse_if_limited
 from .service_requests import (
     UPDATE_ACTIONS,
@@ -223,26 +230,54 @@ def _lean(query: Any) -> Any:
     )
 
 
+ENTRY_BYTES = 2500  # what a request's entry (a dict of 17 fields) takes in memory
+
+
 def _entries(
+    runtime: Runtime,
+    stamp: Stamp,
     session: Session,
     statement: Any,
     params: dict[str, Any],
     jurisdiction: Jurisdiction,
     language: str,
 ) -> list[dict[str, Any]]:
-    """The ``request`` entries ``statement`` selects, with one more query for all of
-    them: their status comments and media URLs."""
+    """The ``request`` entries of the ids ``statement`` selects, in its order.
+
+    An entry built once is kept (:mod:`core.answer_cache`, under ``stamp``) and
+    shown again by every listing that holds it, until a commit comes: so a map's
+    listings cost the ids of their page, and the rows (and, in one more query,
+    status comments and media URLs) of the requests not seen since.
+    """
     connection = session.connection()
-    rows = list(
-        connection.execute(
+    ids = [
+        row[0]
+        for row in connection.execute(
             statement,
-            {"commune": jurisdiction.slug, **slots("services", list(jurisdiction.services)),
-             **params},  # fmt: skip
+            {
+                "commune": jurisdiction.slug,
+                **slots("services", list(jurisdiction.services)),
+                **params,
+            },  # fmt: skip
         )
-    )
-    comments, media = comments_and_media(connection, rows)
-    entries = RequestEntries(jurisdiction, language)
-    return [entries.entry(row, comments.get(row.id), media.get(row.id)) for row in rows]
+    ]
+    cache = runtime.entry_cache
+    prefix = (id(runtime.area), jurisdiction.slug, language)
+    found: dict[int, dict[str, Any]] = {}
+    for ticket_id in ids:
+        entry = cache.get((*prefix, ticket_id), stamp)
+        if entry is not None:
+            found[ticket_id] = entry
+    missing = [ticket_id for ticket_id in ids if ticket_id not in found]
+    if missing:
+        rows = list(connection.execute(*rows_statement(connection, missing)))
+        comments, media = comments_and_media(connection, rows)
+        entries = RequestEntries(jurisdiction, language)
+        for row in rows:
+            entry = entries.entry(row, comments.get(row.id), media.get(row.id))
+            found[row.id] = entry
+            cache.keep((*prefix, row.id), stamp, entry, ENTRY_BYTES)
+    return [found[ticket_id] for ticket_id in ids if ticket_id in found]
 
 
 def _find_request(session: Session, jurisdiction: Jurisdiction, service_request_id: str) -> Ticket:
@@ -254,6 +289,23 @@ def _find_request(session: Session, jurisdiction: Jurisdiction, service_request_
     if ticket is None:
         raise Open311Error(404, f"service_request_id {service_request_id[:40]!r} not found")
     return ticket
+
+
+def _answered(
+    runtime: Runtime, key: tuple[Any, ...], build: Callable[[Stamp], Response]
+) -> Response:
+    """The answer kept for ``key`` while no commit came since it was built
+    (:mod:`core.answer_cache`), else ``build(stamp)``'s, kept if it is a 200."""
+    cache = runtime.answer_cache
+    key = (id(runtime.area), *key)  # a reloaded configuration asks anew
+    kept, stamp = cache.lookup(key)
+    if kept is not None:
+        return Response(kept.body, kept.status, headers={"content-type": kept.content_type})
+    response = build(stamp)
+    if response.status_code == 200:
+        answer = Answer(200, response.headers["content-type"], bytes(response.body))
+        cache.keep(key, stamp, answer)
+    return response
 
 
 def _file_changed(runtime: Runtime, jurisdictions: Jurisdictions) -> str:
@@ -454,6 +506,21 @@ def build_router() -> APIRouter:
     @_respond_errors
     def find_requests(request: Request, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
+        key = ("requests", fmt, language, request.url.query)
+        return _answered(
+            runtime,
+            key,
+            lambda stamp: build_requests(request, fmt, runtime, jurisdiction, language, stamp),
+        )
+
+    def build_requests(
+        request: Request,
+        fmt: str,
+        runtime: Runtime,
+        jurisdiction: Jurisdiction,
+        language: str,
+        stamp: Stamp,
+    ) -> Response:
         problems: list[str] = []
         zone = ZoneInfo(jurisdiction.commune.business_hours.timezone)
         ids = [value.upper() for value in _comma_list(request, "service_request_id")]
@@ -485,10 +552,15 @@ def build_router() -> APIRouter:
                 params |= {"min_lon": min_lon, "min_lat": min_lat,
                            "max_lon": max_lon, "max_lat": max_lat}  # fmt: skip
         statement = requests_statement(
-            len(jurisdiction.services), bool(ids), len(codes), len(status_values), bool(bbox)
+            len(jurisdiction.services),
+            bool(ids),
+            len(codes),
+            len(status_values),
+            bool(bbox),
+            runtime.engine.dialect.name,
         )
         with runtime.public_read_sessions() as session:
-            entries = _entries(session, statement, params, jurisdiction, language)
+            entries = _entries(runtime, stamp, session, statement, params, jurisdiction, language)
         return render(fmt, "service_requests", entries)
 
     @router.get(API + "/requests/{service_request_id}.{fmt}", summary="GET Service Request")
@@ -500,8 +572,25 @@ def build_router() -> APIRouter:
     def find_request(request: Request, service_request_id: str, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
         reference = service_request_id.strip().upper()
+        key = ("request", fmt, language, reference, request.url.query)
+        return _answered(
+            runtime,
+            key,
+            lambda stamp: build_request(runtime, jurisdiction, language, reference, fmt, stamp),
+        )
+
+    def build_request(
+        runtime: Runtime,
+        jurisdiction: Jurisdiction,
+        language: str,
+        reference: str,
+        fmt: str,
+        stamp: Stamp,
+    ) -> Response:
         with runtime.public_read_sessions() as session:
             entries = _entries(
+                runtime,
+                stamp,
                 session,
                 request_statement(len(jurisdiction.services)),
                 {"reference": reference},
@@ -509,7 +598,7 @@ def build_router() -> APIRouter:
                 language,
             )
         if not entries:
-            raise Open311Error(404, f"service_request_id {service_request_id[:40]!r} not found")
+            raise Open311Error(404, f"service_request_id {reference[:40]!r} not found")
         return render(fmt, "service_requests", entries)
 
     # --- Updates (FixMyStreet's extension) -------------------------------------

@@ -1,0 +1,61 @@
+"""a spatial index of the tickets' points (see core.db.spatial)
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-03 12:30:00.000000
+
+SQLite: the R*Tree table ``ticket_points``, filled from ``tickets`` and kept by
+triggers on it. A later migration that rebuilds ``tickets`` (Alembic's batch
+mode on SQLite copies the table) must create the triggers again.
+PostgreSQL: a GiST index on ``point(longitude, latitude)``.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_POINT = "new.longitude, new.longitude, new.latitude, new.latitude"
+_HAS_POINT = "new.latitude IS NOT NULL AND new.longitude IS NOT NULL"
+SQLITE_UP = (
+    "CREATE VIRTUAL TABLE ticket_points USING rtree(id, min_lon, max_lon, min_lat, max_lat)",
+    "INSERT INTO ticket_points SELECT id, longitude, longitude, latitude, latitude FROM tickets"
+    " WHERE latitude IS NOT NULL AND longitude IS NOT NULL",
+    f"CREATE TRIGGER ticket_points_insert AFTER INSERT ON tickets WHEN {_HAS_POINT}"
+    f" BEGIN INSERT INTO ticket_points VALUES (new.id, {_POINT}); END",
+    "CREATE TRIGGER ticket_points_update AFTER UPDATE OF latitude, longitude ON tickets"
+    " BEGIN DELETE FROM ticket_points WHERE id = old.id;"
+    f" INSERT INTO ticket_points SELECT new.id, {_POINT} WHERE {_HAS_POINT}; END",
+    "CREATE TRIGGER ticket_points_delete AFTER DELETE ON tickets"
+    " BEGIN DELETE FROM ticket_points WHERE id = old.id; END",
+)
+SQLITE_DOWN = (
+    "DROP TRIGGER IF EXISTS ticket_points_delete",
+    "DROP TRIGGER IF EXISTS ticket_points_update",
+    "DROP TRIGGER IF EXISTS ticket_points_insert",
+    "DROP TABLE IF EXISTS ticket_points",
+)
+
+
+def upgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        for statement in SQLITE_UP:
+            op.execute(statement)
+    elif dialect == "postgresql":
+        op.execute(
+            "CREATE INDEX ix_tickets_point ON tickets USING gist (point(longitude, latitude))"
+        )
+
+
+def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        for statement in SQLITE_DOWN:
+            op.execute(statement)
+    elif dialect == "postgresql":
+        op.execute("DROP INDEX IF EXISTS ix_tickets_point")
