@@ -417,6 +417,12 @@ class Phase:
     # falling behind shows it. None: each connection sends its next request as
     # soon as its last one is answered (a closed loop, the most it can serve).
     rate: float | None = None
+    # Another phase sent at the same time, on connections of its own (its row follows).
+    alongside: Phase | None = None
+
+
+async def gather(*coroutines: Any) -> list[Any]:
+    return list(await asyncio.gather(*coroutines))
 
 
 def run_loop(coroutine: Any) -> Any:
@@ -698,6 +704,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests/s of the scheduled GET phase (the target rate)")
     parser.add_argument("--scheduled-seconds", type=float, default=10,
                         help="length of each scheduled phase (0: none)")
+    parser.add_argument("--posts-during-gets", type=float, default=5,
+                        help="POSTs/s sent during a last scheduled GET phase: each commit "
+                             "drops the answers the server keeps (0: no such phase)")
+    parser.add_argument("--no-answer-cache", action="store_true",
+                        help="serve with the answer and entry caches off")
     parser.add_argument("--profile", help="write py-spy samples (collapsed stacks) here")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
@@ -741,6 +752,9 @@ def main(argv: list[str] | None = None) -> int:
             # Messages queued by the POSTs stay queued: delivery is not the API's cost.
             "VIGIE_OUTBOX__POLL_SECONDS": "3600",
         }
+        if args.no_answer_cache:
+            env |= {"VIGIE_API__ANSWER_CACHE_MEGABYTES": "0",
+                    "VIGIE_API__ENTRY_CACHE_MEGABYTES": "0"}  # fmt: skip
         vigie = str(Path(sys.executable).parent / "vigie")
         serve = [vigie, "serve", "--host", HOST, "--port", "{port}"]
         if args.workers > 1:
@@ -774,15 +788,30 @@ def main(argv: list[str] | None = None) -> int:
                       app, get_mix, int(args.get_rate * args.scheduled_seconds),
                       args.scheduled_seconds + 5, rate=args.get_rate),
             ]  # fmt: skip
+            if args.posts_during_gets > 0:
+                rate = args.posts_during_gets
+                phases.append(
+                    Phase(f"  ... again, while POSTs arrive at {rate:g}/s", app, get_mix,
+                          int(args.get_rate * args.scheduled_seconds), args.scheduled_seconds + 5,
+                          rate=args.get_rate,
+                          alongside=Phase(f"  ... those POSTs, {rate:g}/s on schedule", app,
+                                          lambda i: post(2 * args.posts + i),
+                                          int(rate * args.scheduled_seconds),
+                                          args.scheduled_seconds + 5, (201,), rate=rate)))
+                # fmt: skip
         results = []
         for index, phase in enumerate(phases):
             if args.profile and phase.server is app:
                 Path(args.profile).mkdir(parents=True, exist_ok=True)
                 app.profile(Path(args.profile) / f"{args.database}-{index}.txt")
-            result = run_loop(drive(phase, args.concurrency, warmup=100))
+            if phase.alongside is None:
+                rows = [run_loop(drive(phase, args.concurrency, warmup=100))]
+            else:
+                rows = run_loop(gather(drive(phase, args.concurrency, warmup=100),
+                                       drive(phase.alongside, 4, warmup=0)))  # fmt: skip
             app.stop_profile()
-            results.append(result)
-            print(show([result]).split("\n", 1)[1], flush=True)
+            results += rows
+            print(show(rows).split("\n", 1)[1], flush=True)
         report = {
             "database": args.database,
             "tickets": args.tickets,

@@ -1,0 +1,156 @@
+"""Kept public answers: served again only while nothing was committed, on both
+databases and across processes (another engine stands for another worker)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import insert, select, text, update
+
+from core.answer_cache import Answer, AnswerCache
+from core.db.data_version import UNKNOWN, DataVersion, count_commits
+from core.db.engine import make_engine
+from core.db.models import Ticket
+from core.runtime import Runtime
+
+
+def answer(body: bytes = b"[]") -> Answer:
+    return Answer(200, "application/json", body)
+
+
+def row(reference: str, **changes) -> dict:
+    number = int(reference.rsplit("-", 1)[1])
+    return {
+        "reference": reference, "commune": "clermont-ferrand", "year": 2026, "number": number,
+        "category": "eclairage", "channel": "phone", "status": "new", "priority": "normal",
+        "description": "lampadaire éteint", "latitude": 45.77, "longitude": 3.08, **changes,
+    }  # fmt: skip
+
+
+def a_ticket(runtime: Runtime, reference: str = "CLF-2026-000001") -> int:
+    with runtime.sessions() as session:
+        ticket = Ticket(**row(reference))
+        session.add(ticket)
+        session.commit()
+        return ticket.id
+
+
+def test_the_data_version_moves_with_each_commit_that_writes_and_only_then(vigie_runtime):
+    version = vigie_runtime.data_version
+    first = version.current()
+    assert first != UNKNOWN
+    with vigie_runtime.read_sessions() as session:  # reading changes nothing
+        session.scalar(select(Ticket.id))
+    with vigie_runtime.sessions() as session:  # nor does a write rolled back
+        session.execute(insert(Ticket).values(**row("CLF-2026-000009")))
+        session.rollback()
+    assert version.current() == first
+    ticket_id = a_ticket(vigie_runtime)  # an ORM flush
+    second = version.current()
+    assert second > first
+    with vigie_runtime.engine.begin() as connection:  # plain SQL outside any session
+        connection.execute(text("UPDATE tickets SET description = 'y' WHERE id = :id"),
+                           {"id": ticket_id})  # fmt: skip
+    assert version.current() > second
+
+
+def test_another_process_commit_is_seen(vigie_runtime, vigie_database_url):
+    """Another worker has its own engine: its commits move this one's version."""
+    ticket_id = a_ticket(vigie_runtime)
+    before = vigie_runtime.data_version.current()
+    other = make_engine(vigie_database_url)
+    count_commits(other)  # what open_runtime does in every process
+    try:
+        with other.begin() as connection:
+            connection.execute(update(Ticket).where(Ticket.id == ticket_id).values(status="closed"))
+    finally:
+        other.dispose()
+    assert vigie_runtime.data_version.current() > before
+
+
+def test_the_version_goes_on_growing_over_a_new_connection(vigie_runtime):
+    version = vigie_runtime.data_version
+    a_ticket(vigie_runtime)
+    before = version.current()
+    version.close()  # as after a lost connection
+    after = version.current()
+    assert after > before
+    a_ticket(vigie_runtime, "CLF-2026-000002")
+    assert version.current() > after
+
+
+def test_an_unreadable_version_serves_nothing_kept(tmp_path):
+    engine = make_engine("sqlite://")  # in memory: no file another connection could watch
+    try:
+        version = DataVersion(engine)
+        assert version.current() == UNKNOWN
+        cache = AnswerCache(version, 1_000_000, 60)
+        found, stamp = cache.lookup("k")
+        cache.keep("k", stamp, answer())
+        assert cache.lookup("k")[0] is None and cache.size == (0, 0)
+    finally:
+        engine.dispose()
+
+
+def test_an_answer_is_served_until_a_commit_then_built_anew(vigie_runtime):
+    cache = AnswerCache(vigie_runtime.data_version, 1_000_000, 60)
+    found, stamp = cache.lookup(("requests", "page=1"))
+    assert found is None
+    cache.keep(("requests", "page=1"), stamp, answer(b"[1]"))
+    assert cache.lookup(("requests", "page=1"))[0].body == b"[1]"
+    assert (cache.hits, cache.misses) == (1, 1)
+    a_ticket(vigie_runtime)
+    assert cache.lookup(("requests", "page=1"))[0] is None
+
+
+def test_an_answer_built_while_a_commit_came_is_not_kept(vigie_runtime):
+    cache = AnswerCache(vigie_runtime.data_version, 1_000_000, 60)
+    _found, stamp = cache.lookup("k")
+    a_ticket(vigie_runtime)  # committed while the answer was being built
+    cache.lookup("other")  # another request sees the new version first
+    cache.keep("k", stamp, answer(b"[old]"))
+    assert cache.lookup("k")[0] is None
+
+
+def test_parts_are_found_under_the_stamp_of_the_answer_being_built(vigie_runtime):
+    cache = AnswerCache(vigie_runtime.data_version, 1_000_000, 60)
+    stamp = cache.stamp()
+    cache.keep(("entry", 1), stamp, {"service_request_id": "CLF-2026-000001"}, 2500)
+    assert cache.get(("entry", 1), cache.stamp()) == {"service_request_id": "CLF-2026-000001"}
+    a_ticket(vigie_runtime)
+    newer = cache.stamp()
+    assert cache.get(("entry", 1), newer) is None
+    assert cache.get(("entry", 1), stamp) is None  # an older stamp finds nothing either
+
+
+def test_answers_age_out(vigie_runtime):
+    cache = AnswerCache(vigie_runtime.data_version, 1_000_000, 0.2)
+    _found, stamp = cache.lookup("k")
+    cache.keep("k", stamp, answer())
+    assert cache.lookup("k")[0] is not None
+    time.sleep(0.3)
+    assert cache.lookup("k")[0] is None
+
+
+def test_the_size_is_bounded_least_recently_used_first_out(vigie_runtime):
+    cache = AnswerCache(vigie_runtime.data_version, 1000, 60)
+    stamp = cache.stamp()
+    for name in "abc":
+        cache.keep(name, stamp, answer(b"x" * 90))
+    assert cache.lookup("a")[0] is not None  # a is used again: b is now the oldest
+    for name in "defghijkl":
+        cache.keep(name, stamp, answer(b"x" * 90))
+    kept, size = cache.size
+    assert size <= 1000 and kept == 11
+    assert cache.lookup("a")[0] is not None and cache.lookup("b")[0] is None
+    cache.keep("big", stamp, answer(b"x" * 101))  # over a tenth of the cache: not kept
+    assert cache.lookup("big")[0] is None
+
+
+@pytest.mark.parametrize("megabytes, seconds", [(0, 10), (32, 0)])
+def test_a_cache_set_to_zero_keeps_nothing(vigie_runtime, megabytes, seconds):
+    cache = AnswerCache(vigie_runtime.data_version, int(megabytes * 2**20), seconds)
+    found, stamp = cache.lookup("k")
+    cache.keep("k", stamp, answer())
+    assert cache.lookup("k")[0] is None
