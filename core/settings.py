@@ -29,7 +29,7 @@ class ApiSettings(BaseModel):
     # no commit came (core.answer_cache), per process; 0 turns a cache off.
     answer_cache_megabytes: float = Field(default=32, ge=0)
     entry_cache_megabytes: float = Field(default=64, ge=0)
-    answer_cache_seconds: float = Field(default=10, ge=0)
+    answer_cache_seconds: float = Field(default=60, ge=0)
     cors_origins: list[str] = []
 
 

@@ -104,7 +104,11 @@ def requests_statement(
             statement = statement.where(_among(tickets.status, "statuses", statuses))
         if by_bbox:
             box = (bindparam(name) for name in ("min_lon", "min_lat", "max_lon", "max_lat"))
-            statement = statement.where(within_box(dialect, *box))
+            window = (
+                bindparam("start", type_=UTCDateTime()),
+                bindparam("end", type_=UTCDateTime()),
+            )
+            statement = statement.where(within_box(dialect, *box, created_between=window))
     return (
         statement.order_by(tickets.created_at.desc(), tickets.id.desc())
         .offset(bindparam("offset"))
