@@ -366,7 +366,7 @@ class Server:
             return
         self.profiler = subprocess.Popen(
             [spy, "record", "--pid", str(self.process.pid), "--output", str(output),
-             "--rate", "250", "--nonblocking", "--format", "raw"],
+             "--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -780,25 +780,25 @@ def main(argv: list[str] | None = None) -> int:
                   get_default, args.heavy_gets, args.seconds),
         ]  # fmt: skip
         if args.scheduled_seconds > 0:
-            phases += [
-                Phase(f"Open311 POST requests.json, {args.post_rate:g}/s on schedule", app,
-                      lambda i: post(args.posts + i), int(args.post_rate * args.scheduled_seconds),
-                      args.scheduled_seconds + 5, (201,), rate=args.post_rate),
+            # GETs first, as a server that has been answering for a while (its kept
+            # answers warm), then GETs while a few POSTs a second drop them, then POSTs.
+            gets, seconds = int(args.get_rate * args.scheduled_seconds), args.scheduled_seconds + 5
+            phases.append(
                 Phase(f"Open311 GET requests.json (app mix), {args.get_rate:g}/s on schedule",
-                      app, get_mix, int(args.get_rate * args.scheduled_seconds),
-                      args.scheduled_seconds + 5, rate=args.get_rate),
-            ]  # fmt: skip
+                      app, get_mix, gets, seconds, rate=args.get_rate))  # fmt: skip
             if args.posts_during_gets > 0:
                 rate = args.posts_during_gets
                 phases.append(
-                    Phase(f"  ... again, while POSTs arrive at {rate:g}/s", app, get_mix,
-                          int(args.get_rate * args.scheduled_seconds), args.scheduled_seconds + 5,
-                          rate=args.get_rate,
+                    Phase(f"  ... again, while POSTs arrive at {rate:g}/s", app, get_mix, gets,
+                          seconds, rate=args.get_rate,
                           alongside=Phase(f"  ... those POSTs, {rate:g}/s on schedule", app,
                                           lambda i: post(2 * args.posts + i),
-                                          int(rate * args.scheduled_seconds),
-                                          args.scheduled_seconds + 5, (201,), rate=rate)))
-                # fmt: skip
+                                          int(rate * args.scheduled_seconds), seconds, (201,),
+                                          rate=rate)))  # fmt: skip
+            phases.append(
+                Phase(f"Open311 POST requests.json, {args.post_rate:g}/s on schedule", app,
+                      lambda i: post(args.posts + i), int(args.post_rate * args.scheduled_seconds),
+                      seconds, (201,), rate=args.post_rate))  # fmt: skip
         results = []
         for index, phase in enumerate(phases):
             if args.profile and phase.server is app:

@@ -149,6 +149,13 @@ def _postgresql_settings(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
+# Pages read through a memory map of the file: no read() and no copy per page,
+# one copy for every connection and process (the OS's page cache), where each
+# connection's own page cache (2 MB by default) holds little of a 100,000-ticket
+# database. Writes still go through the WAL. 0 turns it off.
+SQLITE_MMAP_BYTES = 1 << 30
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see make_engine)
     cursor = dbapi_connection.cursor()
@@ -156,6 +163,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 
