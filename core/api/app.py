@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from core.api import communes, deadletters, devices, health, matching, tickets
 from core.api.errors import install_error_handlers
@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 # matching before tickets: /tickets/similar is not a ticket key.
 CORE_ROUTERS = (
-    health.router, matching.router, tickets.router, communes.router, devices.router,
+    health.router,
+    matching.router,
+    tickets.router,
+    communes.router,
+    devices.router,
     deadletters.router,
 )
 
@@ -70,17 +74,46 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.api.cors_origins,
-            allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
     app.add_middleware(BodyLimitMiddleware)
     install_error_handlers(app)
-    for router in CORE_ROUTERS:
+    plugin_routers = [
+        router
+        for routers in runtime.pm.call_all("register_routes", settings=settings)
+        for router in routers
+    ]
+    # A router whose paths all sit under a first segment of their own (/open311/...)
+    # cannot take a core path: it is tried first, so that its requests (the busiest
+    # public ones) skip matching every core route. Others are tried after core's.
+    first = [r for r in plugin_routers if _own_segments(r) is not None and
+             not _own_segments(r) & _first_segments(CORE_ROUTERS)]  # fmt: skip
+    for router in [*first, *CORE_ROUTERS, *(r for r in plugin_routers if r not in first)]:
         app.include_router(router)
-    for routers in runtime.pm.call_all("register_routes", settings=settings):
-        for router in routers:
-            app.include_router(router)
     return app
+
+
+def _first_segment(path: str) -> str | None:
+    """The first segment of a route's path, if it is fixed text (not a {parameter})."""
+    segment = path.lstrip("/").split("/", 1)[0]
+    return None if not segment or "{" in segment else segment
+
+
+def _own_segments(router: APIRouter) -> set[str] | None:
+    """The first segments of all the router's paths, or None if one is not fixed."""
+    segments = {
+        _first_segment(router.prefix + getattr(route, "path", "")) for route in router.routes
+    }
+    return None if None in segments or not segments else segments  # type: ignore[return-value]
+
+
+def _first_segments(routers: tuple[APIRouter, ...]) -> set[str | None]:
+    return {
+        _first_segment(r.prefix + getattr(route, "path", "")) for r in routers for route in r.routes
+    }
 
 
 def create_worker_app() -> FastAPI:
