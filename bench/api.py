@@ -26,6 +26,10 @@ One run, everything on 127.0.0.1, bounded in requests and in time:
      requests of one service, a bbox around a point, one request by id),
    - Open311 ``GET requests.json`` with the spec's defaults (90 days, up to
      1,000 results), fewer of them;
+   then, sent on a schedule (latency from each request's due time), the app
+   mix at ``--get-rate``, again while POSTs arrive at ``--posts-during-gets``
+   (each commit drops the answers the server keeps, see
+   ``core.answer_cache``), and POSTs at ``--post-rate``;
    and report throughput, p50 and p99 latency, errors, and the CPU used by
    the server process and by the whole machine.
 
