@@ -13,9 +13,10 @@ to find them; a spatial index reads only the points in the box.
   minutes around it): the test on it may keep a point just outside the box
   or the window, never drop one inside, so the exact test on the ticket's
   columns follows.
-- PostgreSQL: a GiST index on ``point(longitude, latitude)`` (no PostGIS
-  needed), which ``<@ box(...)`` uses (an exact test, in double precision);
-  the window is tested on the rows.
+- PostgreSQL: a GiST index on ``point(longitude, latitude)`` and
+  ``created_at`` (no PostGIS; ``btree_gist`` for the date, see migration
+  0007), which ``<@ box(...)`` uses (an exact test, in double precision)
+  with the caller's test of the window.
 """
 
 from __future__ import annotations
