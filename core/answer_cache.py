@@ -115,11 +115,6 @@ class AnswerCache:
             while self._bytes > self.max_bytes:
                 self._forget(next(iter(self._answers)))
 
-    def clear(self) -> None:
-        with self._lock:
-            self._answers.clear()
-            self._bytes = 0
-
     @property
     def size(self) -> tuple[int, int]:
         """How many values are kept, and their bytes."""

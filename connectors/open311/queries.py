@@ -83,7 +83,7 @@ def _published(services: int) -> Select[Any]:
 
 @lru_cache(maxsize=256)
 def requests_statement(
-    services: int, by_ids: bool, codes: int, statuses: int, by_bbox: bool, dialect: str = ""
+    services: int, by_ids: bool, codes: int, statuses: int, by_bbox: bool, dialect: str
 ) -> Select:
     """The ids of a ``GET requests`` page, newest first, for one shape of filters. Parameters:
     ``commune``, ``offset``, ``limit``, the :func:`slots` of ``services``

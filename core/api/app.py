@@ -86,11 +86,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         for routers in runtime.pm.call_all("register_routes", settings=settings)
         for router in routers
     ]
-    # A router whose paths all sit under a first segment of their own (/open311/...)
+    # A router whose paths all sit under first segments of their own (/open311/...)
     # cannot take a core path: it is tried first, so that its requests (the busiest
     # public ones) skip matching every core route. Others are tried after core's.
-    first = [r for r in plugin_routers if _own_segments(r) is not None and
-             not _own_segments(r) & _first_segments(CORE_ROUTERS)]  # fmt: skip
+    core_segments = _first_segments(CORE_ROUTERS)
+    first = [
+        router
+        for router in plugin_routers
+        if not _first_segments((router,)) & ({None} | core_segments)
+    ]
     for router in [*first, *CORE_ROUTERS, *(r for r in plugin_routers if r not in first)]:
         app.include_router(router)
     return app
@@ -102,15 +106,9 @@ def _first_segment(path: str) -> str | None:
     return None if not segment or "{" in segment else segment
 
 
-def _own_segments(router: APIRouter) -> set[str] | None:
-    """The first segments of all the router's paths, or None if one is not fixed."""
-    segments = {
-        _first_segment(router.prefix + getattr(route, "path", "")) for route in router.routes
-    }
-    return None if None in segments or not segments else segments  # type: ignore[return-value]
-
-
 def _first_segments(routers: tuple[APIRouter, ...]) -> set[str | None]:
+    """The first segments of the routers' paths (None for a path that starts with
+    a parameter, or is ``/``)."""
     return {
         _first_segment(r.prefix + getattr(route, "path", "")) for r in routers for route in r.routes
     }

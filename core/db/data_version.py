@@ -33,6 +33,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
+from core.db.engine import after_transaction_end, connection_key
+
 log = logging.getLogger(__name__)
 
 SEQUENCE = "vigie_data_changes"
@@ -47,6 +49,7 @@ class DataVersion:
         self._engine = engine
         self._lock = threading.Lock()
         self._connection: Any = None  # a DBAPI connection, opened on first use
+        self._own_engine: Engine | None = None  # PostgreSQL: where it comes from (no pool)
         self._broken_logged = False
         self._last = UNKNOWN  # the last number returned
         self._offset = 0  # added to the readings of the current connection
@@ -78,6 +81,9 @@ class DataVersion:
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
+            if self._own_engine is not None:
+                self._own_engine.dispose()
+                self._own_engine = None
 
     def _connect(self) -> Any:
         if self.dialect == "sqlite":
@@ -85,8 +91,9 @@ class DataVersion:
             if not path or path == ":memory:":
                 raise RuntimeError("an in-memory SQLite database has no shared data version")
             return sqlite3.connect(path, timeout=30, check_same_thread=False)
-        engine = create_engine(self._engine.url, poolclass=NullPool)
-        connection = engine.raw_connection()
+        if self._own_engine is None:
+            self._own_engine = create_engine(self._engine.url, poolclass=NullPool)
+        connection = self._own_engine.raw_connection()
         connection.driver_connection.autocommit = True  # psycopg: no transaction to end
         return connection
 
@@ -114,36 +121,26 @@ def count_commits(engine: Engine) -> None:
     """PostgreSQL: advance :data:`SEQUENCE` after every commit on ``engine`` of a
     transaction that ran an INSERT, UPDATE or DELETE (ORM, core or plain SQL).
 
-    The commit is the dialect's, so that every way a transaction ends is seen
-    (a session's, ``engine.begin()``'s). A failure to advance the sequence is
+    Every way a transaction ends is seen (:func:`core.db.engine.after_transaction_end`:
+    a session's, ``engine.begin()``'s). A failure to advance the sequence is
     logged and swallowed: the commit is done, and must not be reported as failed."""
     if engine.dialect.name != "postgresql":
         return
-    wrote: set[int] = set()  # id() of the DBAPI connections whose transaction wrote
-
-    def key(dbapi_connection: Any) -> int:
-        return id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+    wrote: set[int] = set()  # connection_key() of the connections whose transaction wrote
 
     @event.listens_for(engine, "after_cursor_execute")
     def _note_write(connection, cursor, statement, parameters, context, executemany) -> None:
         if _WRITES.match(statement):
-            wrote.add(key(connection.connection.dbapi_connection))
+            wrote.add(connection_key(connection.connection.dbapi_connection))
 
-    dialect = engine.dialect
-    commit, rollback = dialect.do_commit, dialect.do_rollback
+    def ended(dbapi_connection: Any, committed: bool) -> None:
+        key = connection_key(dbapi_connection)
+        if key in wrote:
+            wrote.discard(key)
+            if committed:
+                _advance(dbapi_connection)
 
-    def do_commit(dbapi_connection: Any) -> None:
-        commit(dbapi_connection)
-        if key(dbapi_connection) in wrote:
-            wrote.discard(key(dbapi_connection))
-            _advance(dbapi_connection)
-
-    def do_rollback(dbapi_connection: Any) -> None:
-        wrote.discard(key(dbapi_connection))
-        rollback(dbapi_connection)
-
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    after_transaction_end(engine, ended)
 
 
 def _advance(dbapi_connection: Any) -> None:

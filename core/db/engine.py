@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -101,23 +103,7 @@ class _WriterTurns:
         event.listen(engine, "begin", self.begin)
         if self.turns is None:
             return
-        dialect = engine.dialect
-        commit, rollback = dialect.do_commit, dialect.do_rollback
-
-        def do_commit(dbapi_connection) -> None:
-            try:
-                commit(dbapi_connection)
-            finally:
-                self._end_turn(dbapi_connection)
-
-        def do_rollback(dbapi_connection) -> None:
-            try:
-                rollback(dbapi_connection)
-            finally:
-                self._end_turn(dbapi_connection)
-
-        dialect.do_commit = do_commit  # type: ignore[method-assign]
-        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        after_transaction_end(engine, lambda dbapi_connection, _: self._end_turn(dbapi_connection))
 
     def begin(self, connection) -> None:
         if connection.get_execution_options().get(READ_ONLY):
@@ -125,7 +111,7 @@ class _WriterTurns:
             return
         dbapi_connection = connection.connection.dbapi_connection
         if self.turns is not None and self.turns.take():
-            self._holding.add(id(dbapi_connection))
+            self._holding.add(connection_key(dbapi_connection))
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
@@ -133,12 +119,45 @@ class _WriterTurns:
             raise
 
     def _end_turn(self, dbapi_connection) -> None:
-        # The dialect is handed the pool's proxy of the connection: its driver connection.
-        key = id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+        key = connection_key(dbapi_connection)
         if key in self._holding:
             self._holding.discard(key)
             assert self.turns is not None
             self.turns.give_back()
+
+
+def connection_key(dbapi_connection: Any) -> int:
+    """One number per driver connection, whether given the driver's connection or
+    the pool's proxy of it (which the dialect's commit and rollback are handed)."""
+    return id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+
+
+def after_transaction_end(engine: Engine, ended: Callable[[Any, bool], None]) -> None:
+    """Call ``ended(dbapi_connection, committed)`` after each COMMIT or ROLLBACK
+    of ``engine`` (``committed``: a COMMIT that succeeded), even if it failed.
+
+    The dialect's own methods are wrapped, so that every way a transaction ends
+    is seen: a session's, ``engine.begin()``'s, the pool's reset of a connection
+    given back. Several wrappers chain."""
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        committed = False
+        try:
+            commit(dbapi_connection)
+            committed = True
+        finally:
+            ended(dbapi_connection, committed)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            rollback(dbapi_connection)
+        finally:
+            ended(dbapi_connection, False)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
 
 def _postgresql_settings(dbapi_connection, _record) -> None:

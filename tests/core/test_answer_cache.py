@@ -80,7 +80,7 @@ def test_the_version_goes_on_growing_over_a_new_connection(vigie_runtime):
     assert version.current() > after
 
 
-def test_an_unreadable_version_serves_nothing_kept(tmp_path):
+def test_an_unreadable_version_serves_nothing_kept():
     engine = make_engine("sqlite://")  # in memory: no file another connection could watch
     try:
         version = DataVersion(engine)
