@@ -23,8 +23,10 @@ serve: $(VENV)/.installed
 	$(BIN)/vigie serve
 
 ## make test: the whole suite (PostgreSQL too when VIGIE_TEST_DATABASE_URL is set)
+# Tests run in parallel processes, one per core (at most 4); TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --maxprocesses=4
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check core plugins connectors tests bench
