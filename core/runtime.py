@@ -14,11 +14,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
-from core.answer_cache import AnswerCache
+from core.answer_cache import AnswerCache, EntryCache
 from core.auth import RecentTokens
 from core.config import Area, Commune
 from core.config.loader import load_area
 from core.connectors import Connector, collect_connectors
+from core.db import ids
 from core.db.data_version import DataVersion, count_commits
 from core.db.engine import (
     READ_ONLY,
@@ -97,13 +98,13 @@ class Runtime:
         return AnswerCache(self.data_version, int(megabytes * 2**20), seconds)
 
     @cached_property
-    def entry_cache(self) -> AnswerCache:
+    def entry_cache(self) -> EntryCache:
         """The parts of public answers that many of them show (an Open311
-        request's entry), under the stamp of the answer being built: a cache of
-        its own, so that answers asked once (a map's bbox) do not push them out."""
+        request's entry), each with the mark of its row; a cache of its own, so
+        that answers asked once (a map's bbox) do not push them out."""
         api = self.settings.api
         megabytes, seconds = api.entry_cache_megabytes, api.answer_cache_seconds
-        return AnswerCache(self.data_version, int(megabytes * 2**20), seconds)
+        return EntryCache(int(megabytes * 2**20), seconds)
 
     @cached_property
     def connectors(self) -> dict[str, Connector]:
@@ -134,6 +135,7 @@ def open_runtime(
     count_commits(engine)  # the data version that public answers are kept under
     sessions = make_session_factory(engine)
     events.install(sessions, pm)
+    ids.install(sessions)  # SQLite: a flush's new rows inserted a table at a time
     schema = ensure_schema(engine) if prepare_schema else "not checked"
     log.info("database %s", schema)
     return Runtime(settings, pm, area, engine, sessions, schema)

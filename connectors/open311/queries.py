@@ -5,9 +5,13 @@ built once per shape of filters (with bound parameters) and read as plain
 rows through the session's connection: no ORM objects, no relationships, and
 none of the columns the public never sees (answers, reporters, assets).
 
-A listing is read in two steps: the ids of its page (:func:`requests_statement`,
-:func:`request_statement`), then the rows of those whose entry is not kept
-already (:func:`rows_statement`; see ``routes._entries``).
+A listing is read in two steps: the ids of its page, each with its row's
+mark (:func:`requests_statement`, :func:`request_statement`), then the rows
+of those whose entry is not kept with that mark already
+(:func:`rows_statement`; see ``routes._entries``). The mark is the ticket's
+``updated_at`` as stored: every change to a ticket moves it, including those
+to what its entry shows from other tables (a status comment comes with a
+status change; a further report attached, or a merge, touches it too).
 
 Lists of values (a jurisdiction's services, the page's ticket ids) are bound
 one named parameter per value, ``IN (:services_0, :services_1, ...)``, with a
@@ -38,6 +42,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.types import NullType
 
 from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.spatial import within_box
@@ -63,6 +68,8 @@ _UPDATED = type_coerce(
 REQUEST_COLUMNS = tuple(
     _UPDATED.label("updated") if name == "updated" else tickets[name] for name in REQUEST_FIELDS
 )
+# A row's mark (see above), as the driver gives it: compared, never shown.
+MARK = type_coerce(tickets.updated_at, NullType()).label("mark")
 
 
 def slots(name: str, values: Sequence[Any]) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def _among(column: Any, name: str, count: int) -> Any:
 
 
 def _published(services: int) -> Select[Any]:
-    return select(tickets.id).where(
+    return select(tickets.id, MARK).where(
         tickets.commune == bindparam("commune"), _among(tickets.category, "services", services)
     )
 
@@ -85,7 +92,8 @@ def _published(services: int) -> Select[Any]:
 def requests_statement(
     services: int, by_ids: bool, codes: int, statuses: int, by_bbox: bool, dialect: str
 ) -> Select:
-    """The ids of a ``GET requests`` page, newest first, for one shape of filters. Parameters:
+    """The ids and marks of a ``GET requests`` page, newest first, for one shape of
+    filters. Parameters:
     ``commune``, ``offset``, ``limit``, the :func:`slots` of ``services``
     (``services`` of them), and by shape ``ids`` (a list), or ``start``,
     ``end``, the slots of ``codes`` and ``statuses`` (none when 0),
@@ -118,7 +126,7 @@ def requests_statement(
 
 @lru_cache(maxsize=64)
 def request_statement(services: int) -> Select:
-    """The id of one published request by its reference (``commune``,
+    """The id and mark of one published request by its reference (``commune``,
     ``reference`` and the :func:`slots` of ``services``)."""
     return _published(services).where(tickets.reference == bindparam("reference"))
 
@@ -126,15 +134,15 @@ def request_statement(services: int) -> Select:
 @lru_cache(maxsize=256)
 def _rows_statement(ids: int) -> Select:
     if not ids:  # PostgreSQL: one array parameter, one statement text (see _extras_statement)
-        return select(*REQUEST_COLUMNS).where(
+        return select(*REQUEST_COLUMNS, MARK).where(
             tickets.id == any_(bindparam("ids", type_=ARRAY(Integer)))
         )
-    return select(*REQUEST_COLUMNS).where(_among(tickets.id, "ids", ids))
+    return select(*REQUEST_COLUMNS, MARK).where(_among(tickets.id, "ids", ids))
 
 
 def rows_statement(connection: Connection, ids: list[int]) -> tuple[Select, dict[str, Any]]:
-    """The statement and parameters reading the :data:`REQUEST_FIELDS` of ``ids``
-    (in no particular order)."""
+    """The statement and parameters reading the :data:`REQUEST_FIELDS` of ``ids``,
+    then each row's mark (in no particular order)."""
     if connection.dialect.name == "postgresql":
         return _rows_statement(0), {"ids": ids}
     return _rows_statement(len(ids)), slots("ids", ids)

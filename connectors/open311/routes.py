@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, raiseload
 from starlette.concurrency import run_in_threadpool
 
-from core.answer_cache import Answer, Stamp
+from core.answer_cache import Answer
 from core.auth import Role
 from core.db.models import SignalRecord, Ticket, TicketEvent
 from core.db.types import utcnow
@@ -235,7 +235,6 @@ ENTRY_BYTES = 2500  # what a request's entry (a dict of 17 fields) takes in memo
 
 def _entries(
     runtime: Runtime,
-    stamp: Stamp,
     session: Session,
     statement: Any,
     params: dict[str, Any],
@@ -244,15 +243,15 @@ def _entries(
 ) -> list[dict[str, Any]]:
     """The ``request`` entries of the ids ``statement`` selects, in its order.
 
-    An entry built once is kept (:mod:`core.answer_cache`, under ``stamp``) and
-    shown again by every listing that holds it, until a commit comes: so a map's
-    listings cost the ids of their page, and the rows (and, in one more query,
-    status comments and media URLs) of the requests not seen since.
+    An entry built once is kept (:class:`core.answer_cache.EntryCache`) with its
+    row's mark, and shown again by every listing that holds it while the row
+    bears the same mark, commits or not: so a map's listings cost the ids of
+    their page, and the rows (and, in one more query, status comments and
+    media URLs) of the requests new or changed since they were last shown.
     """
     connection = session.connection()
-    ids = [
-        row[0]
-        for row in connection.execute(
+    marked = list(
+        connection.execute(
             statement,
             {
                 "commune": jurisdiction.slug,
@@ -260,24 +259,27 @@ def _entries(
                 **params,
             },  # fmt: skip
         )
-    ]
+    )
     cache = runtime.entry_cache
     prefix = (id(runtime.area), jurisdiction.slug, language)
     found: dict[int, dict[str, Any]] = {}
-    for ticket_id in ids:
-        entry = cache.get((*prefix, ticket_id), stamp)
+    for ticket_id, mark in marked:
+        entry = cache.get((*prefix, ticket_id), mark)
         if entry is not None:
             found[ticket_id] = entry
-    missing = [ticket_id for ticket_id in ids if ticket_id not in found]
+    missing = [ticket_id for ticket_id, _mark in marked if ticket_id not in found]
     if missing:
-        rows = list(connection.execute(*rows_statement(connection, missing)))
+        marked_rows = list(connection.execute(*rows_statement(connection, missing)))
+        marks = {row[0]: row[-1] for row in marked_rows}
+        rows = [row[:-1] for row in marked_rows]
         comments, media = comments_and_media(connection, rows)
         entries = RequestEntries(jurisdiction, language)
         for row in rows:
-            entry = entries.entry(row, comments.get(row.id), media.get(row.id))
-            found[row.id] = entry
-            cache.keep((*prefix, row.id), stamp, entry, ENTRY_BYTES)
-    return [found[ticket_id] for ticket_id in ids if ticket_id in found]
+            ticket_id = row[0]
+            entry = entries.entry(row, comments.get(ticket_id), media.get(ticket_id))
+            found[ticket_id] = entry
+            cache.keep((*prefix, ticket_id), marks[ticket_id], entry, ENTRY_BYTES)
+    return [found[ticket_id] for ticket_id, _mark in marked if ticket_id in found]
 
 
 def _find_request(session: Session, jurisdiction: Jurisdiction, service_request_id: str) -> Ticket:
@@ -292,16 +294,16 @@ def _find_request(session: Session, jurisdiction: Jurisdiction, service_request_
 
 
 def _answered(
-    runtime: Runtime, key: tuple[Any, ...], build: Callable[[Stamp], Response]
+    runtime: Runtime, key: tuple[Any, ...], build: Callable[[], Response]
 ) -> Response:
     """The answer kept for ``key`` while no commit came since it was built
-    (:mod:`core.answer_cache`), else ``build(stamp)``'s, kept if it is a 200."""
+    (:mod:`core.answer_cache`), else ``build()``'s, kept if it is a 200."""
     cache = runtime.answer_cache
     key = (id(runtime.area), *key)  # a reloaded configuration asks anew
     kept, stamp = cache.lookup(key)
     if kept is not None:
         return Response(kept.body, kept.status, headers={"content-type": kept.content_type})
-    response = build(stamp)
+    response = build()  # after the lookup: a commit meanwhile, and it is not kept
     if response.status_code == 200:
         answer = Answer(200, response.headers["content-type"], bytes(response.body))
         cache.keep(key, stamp, answer)
@@ -510,7 +512,7 @@ def build_router() -> APIRouter:
         return _answered(
             runtime,
             key,
-            lambda stamp: build_requests(request, fmt, runtime, jurisdiction, language, stamp),
+            lambda: build_requests(request, fmt, runtime, jurisdiction, language),
         )
 
     def build_requests(
@@ -519,7 +521,6 @@ def build_router() -> APIRouter:
         runtime: Runtime,
         jurisdiction: Jurisdiction,
         language: str,
-        stamp: Stamp,
     ) -> Response:
         problems: list[str] = []
         zone = ZoneInfo(jurisdiction.commune.business_hours.timezone)
@@ -560,7 +561,7 @@ def build_router() -> APIRouter:
             runtime.engine.dialect.name,
         )
         with runtime.public_read_sessions() as session:
-            entries = _entries(runtime, stamp, session, statement, params, jurisdiction, language)
+            entries = _entries(runtime, session, statement, params, jurisdiction, language)
         return render(fmt, "service_requests", entries)
 
     @router.get(API + "/requests/{service_request_id}.{fmt}", summary="GET Service Request")
@@ -576,7 +577,7 @@ def build_router() -> APIRouter:
         return _answered(
             runtime,
             key,
-            lambda stamp: build_request(runtime, jurisdiction, language, reference, fmt, stamp),
+            lambda: build_request(runtime, jurisdiction, language, reference, fmt),
         )
 
     def build_request(
@@ -585,12 +586,10 @@ def build_router() -> APIRouter:
         language: str,
         reference: str,
         fmt: str,
-        stamp: Stamp,
     ) -> Response:
         with runtime.public_read_sessions() as session:
             entries = _entries(
                 runtime,
-                stamp,
                 session,
                 request_statement(len(jurisdiction.services)),
                 {"reference": reference},

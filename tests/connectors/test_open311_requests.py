@@ -673,6 +673,29 @@ def test_a_change_made_by_another_worker_is_seen_at_once(client, key, vigie_api,
     assert ids(get(client, "requests", status="open")) == [second]
 
 
+def test_a_commit_keeps_the_entries_of_the_requests_it_did_not_change(client, key, vigie_api):
+    cache = vigie_api.runtime.entry_cache
+    first = create(client, key)
+    assert ids(get(client, "requests")) == [first]
+    second = create(client, key, lat="45.7801", long="3.0902")  # a commit
+    hits, misses = cache.hits, cache.misses
+    assert ids(get(client, "requests")) == [second, first]
+    assert (cache.hits - hits, cache.misses - misses) == (1, 1)  # first's entry kept
+
+
+def test_a_merge_shows_at_once_on_both_requests_kept_before(client, key, vigie_api):
+    plain = create(client, key)
+    photo = create(client, key, lat="45.7801", long="3.0902",
+                   media_url="https://photos.example.org/3.jpg")  # fmt: skip
+    listed = {r["service_request_id"]: r for r in get(client, "requests").json()}
+    assert (listed[plain]["media_url"], listed[photo]["status"]) == (None, "open")
+    staff(vigie_api, photo, "merge", {"into": plain})
+    listed = {r["service_request_id"]: r for r in get(client, "requests").json()}
+    assert listed[plain]["media_url"] == "https://photos.example.org/3.jpg"
+    assert listed[photo]["status"] == "closed"
+    assert get(client, f"requests/{photo}").json()[0]["status"] == "closed"
+
+
 def test_a_request_unknown_then_created_is_found(client, key, vigie_api):
     assert get(client, "requests/CLF-2026-000001").status_code == 404
     assert ids(get(client, "requests")) == []

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import insert, select, text, update
 
-from core.answer_cache import Answer, AnswerCache
+from core.answer_cache import Answer, AnswerCache, EntryCache
 from core.db.data_version import UNKNOWN, DataVersion, count_commits
 from core.db.engine import make_engine
 from core.db.models import Ticket
@@ -113,15 +113,26 @@ def test_an_answer_built_while_a_commit_came_is_not_kept(vigie_runtime):
     assert cache.lookup("k")[0] is None
 
 
-def test_parts_are_found_under_the_stamp_of_the_answer_being_built(vigie_runtime):
-    cache = AnswerCache(vigie_runtime.data_version, 1_000_000, 60)
-    stamp = cache.stamp()
-    cache.keep(("entry", 1), stamp, {"service_request_id": "CLF-2026-000001"}, 2500)
-    assert cache.get(("entry", 1), cache.stamp()) == {"service_request_id": "CLF-2026-000001"}
-    a_ticket(vigie_runtime)
-    newer = cache.stamp()
-    assert cache.get(("entry", 1), newer) is None
-    assert cache.get(("entry", 1), stamp) is None  # an older stamp finds nothing either
+def test_parts_are_kept_across_commits_while_their_row_bears_the_same_mark(vigie_runtime):
+    cache = EntryCache(1_000_000, 60)
+    entry = {"service_request_id": "CLF-2026-000001"}
+    cache.keep(("entry", 1), "2026-12-03 10:00:00.000001", entry, 2500)
+    a_ticket(vigie_runtime)  # a commit, of another ticket
+    assert cache.get(("entry", 1), "2026-12-03 10:00:00.000001") == entry
+    # The row was changed since: its mark moved, the part is built anew.
+    assert cache.get(("entry", 1), "2026-12-03 10:00:05.120000") is None
+    assert cache.get(("entry", 2), "2026-12-03 10:00:00.000001") is None
+
+
+def test_parts_age_out_and_a_cache_set_to_zero_keeps_none():
+    cache = EntryCache(1_000_000, 0.2)
+    cache.keep("k", 1, {"a": 1}, 2500)
+    assert cache.get("k", 1) == {"a": 1}
+    time.sleep(0.3)
+    assert cache.get("k", 1) is None
+    off = EntryCache(0, 60)
+    off.keep("k", 1, {"a": 1}, 2500)
+    assert off.get("k", 1) is None and off.size == (0, 0)
 
 
 def test_answers_age_out(vigie_runtime):
