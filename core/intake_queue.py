@@ -21,7 +21,11 @@ On PostgreSQL, where writers run side by side, the batch's reference
 numbers are reserved first, in a short transaction of their own
 (:func:`core.references.reserve_numbers`): the commune's counter row is then
 locked for that moment only, not until the batch commits, and two workers'
-batches are stored at the same time.
+batches are stored at the same time. On SQLite, where a batch has the file
+to itself until its commit, it takes its numbers and its tickets' ids at
+once, in its own transaction (a statement per commune and one for the ids,
+not two per ticket), and gives back the numbers it did not use: references
+stay gapless.
 
 Nothing changes for the caller: the result is the one :func:`accept_signal`
 gives, after the commit (stored before acknowledged); a report refused as
@@ -46,12 +50,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.db.ids import take_ids_ahead
 from core.db.lists import among
-from core.db.models import SignalRecord
+from core.db.models import SignalRecord, Ticket
 from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.intake import IntakeResult, accept_signal
-from core.references import hold_reserved, reserve_numbers
+from core.references import give_back_unused, hold_reserved, reserve_numbers, take_numbers
 from core.runtime import Runtime
 from core.signals import Report, Signal
 
@@ -187,10 +192,16 @@ class IntakeQueue:
         """One transaction, one flush for the new reports; repeats after it."""
         with self.runtime.sessions() as session:
             seen = _stored_keys(session, [w.signal.idempotency_key for w in batch])
-            if session.get_bind().dialect.name == "postgresql":
+            wanted = _tickets_to_open(batch, seen, set(self.runtime.area.communes))
+            one_writer = session.get_bind().dialect.name == "sqlite"
+            if one_writer:
+                # The batch has the file to itself: its numbers and ticket ids are
+                # taken at once, in its own transaction (the unused given back).
+                hold_reserved(session, take_numbers(session, wanted))
+                take_ids_ahead(session, Ticket.__table__, sum(wanted.values()))
+            else:
                 # Writers run side by side: the batch must not hold its communes'
                 # counters until its commit (see core.references.reserve_numbers).
-                wanted = _tickets_to_open(batch, seen, set(self.runtime.area.communes))
                 hold_reserved(session, reserve_numbers(self.runtime.engine, wanted))
             later: list[_Waiting] = []
             for waiting in batch:
@@ -215,6 +226,8 @@ class IntakeQueue:
                     )
                 except InvalidInput as invalid:
                     waiting.error = invalid
+            if one_writer:
+                give_back_unused(session)
             session.commit()
 
     def _store_alone(self, waiting: _Waiting) -> IntakeResult:

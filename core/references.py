@@ -71,6 +71,32 @@ def reserve_numbers(
     return taken
 
 
+def take_numbers(
+    session: Session, wanted: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], list[int]]:
+    """Take ``count`` numbers for each (commune, year) of ``wanted`` in the session's
+    own transaction (one statement each, not one a ticket): for a writer that
+    has the database to itself until its commit (SQLite). Give back those not
+    used before the commit (:func:`give_back_unused`): references stay gapless."""
+    connection = session.connection()
+    taken: dict[tuple[str, int], list[int]] = {}
+    for (commune, year), count in sorted(wanted.items()):
+        if count > 0:
+            last = _advance(connection, commune, year, count)
+            taken[(commune, year)] = list(range(last, last - count, -1))  # popped from the end
+    return taken
+
+
+def give_back_unused(session: Session) -> None:
+    """Return the numbers :func:`take_numbers` took and :func:`next_number` did not
+    give: the highest ones of each counter, as numbers are given lowest first."""
+    connection = session.connection()
+    for (commune, year), left in session.info.get(_RESERVED, {}).items():
+        if left:
+            _advance(connection, commune, year, -len(left))
+            left.clear()
+
+
 def hold_reserved(session: Session, reserved: dict[tuple[str, int], list[int]]) -> None:
     """Let :func:`next_number` give ``reserved`` numbers in this session's transaction."""
     held = session.info.setdefault(_RESERVED, {})

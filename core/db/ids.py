@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.events import per_transaction
 
 _LAST_TAKEN = per_transaction("vigie_last_taken_ids")
+# SQLite: ids taken ahead for this transaction (take_ids_ahead), per table.
+_AHEAD = per_transaction("vigie_ids_taken_ahead")
 # PostgreSQL: ids taken from the sequence a few at a time, kept for this
 # transaction (core.events forgets them at its end: unused ones are gaps).
 BLOCK = 8
@@ -54,7 +56,21 @@ def take_id(session: Session, table: Table) -> int:
             names = {"table": table.name, "column": column.name, "block": BLOCK}
             spare.extend(sorted(connection.execute(_NEXTVAL, names).scalars(), reverse=True))
         return spare.pop()
+    ahead = session.info.get(_AHEAD, {}).get(table.name)
+    if ahead:
+        return ahead.pop()
     return _sqlite_ids(session, table, 1)[0]
+
+
+def take_ids_ahead(session: Session, table: Table, count: int) -> None:
+    """SQLite: take ``count`` ids of ``table`` in one query, for :func:`take_id` to
+    give in this transaction (a batch knows how many tickets it opens). Those
+    not given are not stored, and the next transaction takes them again: no
+    gaps. PostgreSQL takes its ids a few at a time already: nothing to do."""
+    if count <= 0 or session.get_bind().dialect.name != "sqlite":
+        return
+    ahead = session.info.setdefault(_AHEAD, {}).setdefault(table.name, [])
+    ahead[:0] = reversed(_sqlite_ids(session, table, count))  # given from the end
 
 
 def _sqlite_ids(session: Session, table: Table, count: int) -> list[int]:

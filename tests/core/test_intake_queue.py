@@ -149,6 +149,28 @@ def test_a_refused_report_fails_its_own_request_only(vigie_runtime):
     assert stored_tickets(vigie_runtime) == 1 + 4
 
 
+@pytest.mark.parametrize("broken", ["refused", "rolled back"])
+def test_a_batch_leaves_no_gap_in_the_references_on_sqlite(vigie_runtime, broken):
+    """A batch takes its numbers at once; on SQLite (one writer, the numbers taken
+    in the batch's own transaction) those a refused report or a failed batch
+    did not use are given back. PostgreSQL reserves them apart: unique, with gaps."""
+    reports = [report(n) for n in range(1, 6)]
+    reports[2] = (
+        report(3, category="no-such-category")
+        if broken == "refused"
+        else report(3, extra={"not json": object()})
+    )
+    while_the_database_is_busy(vigie_runtime, reports)
+    vigie_runtime.intake_queue.accept(report(6), "agent:after")
+    with vigie_runtime.read_sessions() as session:
+        numbers = sorted(session.scalars(select(Ticket.number)))
+        ids = sorted(session.scalars(select(Ticket.id)))
+    assert len(numbers) == len(set(numbers)) == 1 + 4 + 1
+    if vigie_runtime.engine.dialect.name == "sqlite":
+        assert numbers == list(range(1, 7))
+        assert ids == list(range(1, 7))
+
+
 def test_a_key_sent_twice_in_one_batch_is_one_ticket(vigie_runtime, caplog):
     reports = [report(n) for n in range(1, 5)]
     reports[1] = report(1, idempotency_key="open311:retried")
