@@ -209,6 +209,23 @@ def _small_page(request: Request) -> bool:
     return raw.isascii() and raw.isdigit() and int(raw) <= INLINE_RESULTS
 
 
+def _path_parameters(*names: str) -> dict[str, Any]:
+    """The OpenAPI declaration of path parameters that a route reads itself from
+    ``request.path_params``: on the busiest routes, FastAPI's checking of two
+    plain strings was a fifth of a kept GET's CPU."""
+    return {
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ]
+    }
+
+
+def _query(request: Request) -> str:
+    """The request's query string as sent (without building ``request.url``)."""
+    return request.scope.get("query_string", b"").decode("latin-1")
+
+
 def _refuse(problems: list[str]) -> None:
     if problems:
         raise Open311Error(400, [(400, problem) for problem in problems])
@@ -408,8 +425,13 @@ def build_router() -> APIRouter:
 
     # --- Service requests -----------------------------------------------------
 
-    @router.post(API + "/requests.{fmt}", summary="POST Service Request")
-    async def create_request(request: Request, fmt: str) -> Response:
+    @router.post(
+        API + "/requests.{fmt}",
+        summary="POST Service Request",
+        openapi_extra=_path_parameters("fmt"),
+    )
+    async def create_request(request: Request) -> Response:
+        fmt = request.path_params["fmt"]
         wanted_format = fmt.lower()
         try:
             fmt = pick_format(fmt)
@@ -418,7 +440,7 @@ def build_router() -> APIRouter:
             if media_type_of(content_type) == "multipart/form-data":
                 form = await multipart_form(request, body)
             else:
-                form = parse_form(body, content_type, request.url.query)
+                form = parse_form(body, content_type, _query(request))
             checked = check_request(request, form)
             try:
                 # Stored with the reports of other requests arriving meanwhile, in one
@@ -446,7 +468,7 @@ def build_router() -> APIRouter:
         fields = [(name, value) for name, value in data.multi_items() if isinstance(value, str)]
         if len(fields) < len(data.multi_items()):
             log.info("open311: files of a multipart POST ignored (media_url is kept)")
-        return form_of([query_pairs(request.url.query), fields])
+        return form_of([query_pairs(_query(request)), fields])
 
     def check_request(request: Request, form: PostForm) -> _Checked:
         """Limits, api_key and the form, before anything is stored (on the event
@@ -499,8 +521,13 @@ def build_router() -> APIRouter:
         status = 200 if result.repeated else 201
         return render(fmt, "service_requests", [entry], status, headers)
 
-    @router.get(API + "/requests.{fmt}", summary="GET Service Requests")
-    async def list_requests(request: Request, fmt: str) -> Response:
+    @router.get(
+        API + "/requests.{fmt}",
+        summary="GET Service Requests",
+        openapi_extra=_path_parameters("fmt"),
+    )
+    async def list_requests(request: Request) -> Response:
+        fmt = request.path_params["fmt"]
         if _small_page(request):
             return find_requests(request=request, fmt=fmt)
         return await run_in_threadpool(find_requests, request=request, fmt=fmt)
@@ -508,7 +535,7 @@ def build_router() -> APIRouter:
     @_respond_errors
     def find_requests(request: Request, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
-        key = ("requests", fmt, language, request.url.query)
+        key = ("requests", fmt, language, _query(request))
         return _answered(
             runtime,
             key,
@@ -564,16 +591,23 @@ def build_router() -> APIRouter:
             entries = _entries(runtime, session, statement, params, jurisdiction, language)
         return render(fmt, "service_requests", entries)
 
-    @router.get(API + "/requests/{service_request_id}.{fmt}", summary="GET Service Request")
-    async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
+    @router.get(
+        API + "/requests/{service_request_id}.{fmt}",
+        summary="GET Service Request",
+        openapi_extra=_path_parameters("service_request_id", "fmt"),
+    )
+    async def get_request(request: Request) -> Response:
         # One request: on the event loop, as a small page (see _small_page).
-        return find_request(request=request, service_request_id=service_request_id, fmt=fmt)
+        path = request.path_params
+        return find_request(
+            request=request, service_request_id=path["service_request_id"], fmt=path["fmt"]
+        )
 
     @_respond_errors
     def find_request(request: Request, service_request_id: str, fmt: str) -> Response:
         fmt, runtime, jurisdiction, language = reading(request, fmt)
         reference = service_request_id.strip().upper()
-        key = ("request", fmt, language, reference, request.url.query)
+        key = ("request", fmt, language, reference, _query(request))
         return _answered(
             runtime,
             key,
