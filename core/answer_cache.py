@@ -55,7 +55,8 @@ class Stamp:
 
 
 class _Kept:
-    """Values by key, bounded in bytes (least recently used first out) and in age."""
+    """Values by key, bounded in bytes (least recently used first out) and in age;
+    ``hits`` and ``misses`` count the look-ups."""
 
     def __init__(self, max_bytes: int, max_age: float) -> None:
         self.max_bytes = max_bytes
@@ -63,6 +64,8 @@ class _Kept:
         self._values: OrderedDict[Hashable, tuple[float, Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
 
     @property
     def enabled(self) -> bool:
@@ -109,8 +112,6 @@ class AnswerCache(_Kept):
         super().__init__(max_bytes, max_age)
         self.data_version = data_version
         self._version: int | None = None
-        self.hits = 0
-        self.misses = 0
 
     def stamp(self) -> Stamp:
         """The data version and the clock now: read it before building an answer."""
@@ -152,11 +153,6 @@ class AnswerCache(_Kept):
 class EntryCache(_Kept):
     """Parts of answers, each kept with the mark of the row it was built from
     (which changes whenever the row does: a ticket's ``updated_at``)."""
-
-    def __init__(self, max_bytes: int, max_age: float) -> None:
-        super().__init__(max_bytes, max_age)
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable, mark: Hashable) -> Any:
         """The part kept for ``key`` if it was built from a row bearing ``mark``."""

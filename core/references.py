@@ -62,13 +62,8 @@ def reserve_numbers(
     for it. Numbers reserved and not used (a report refused, a batch rolled
     back) are gaps: references stay unique and readable, not gapless.
     """
-    taken: dict[tuple[str, int], list[int]] = {}
     with engine.begin() as connection:
-        for (commune, year), count in sorted(wanted.items()):
-            if count > 0:
-                last = _advance(connection, commune, year, count)
-                taken[(commune, year)] = list(range(last, last - count, -1))  # popped from the end
-    return taken
+        return _take(connection, wanted)
 
 
 def take_numbers(
@@ -78,12 +73,19 @@ def take_numbers(
     own transaction (one statement each, not one a ticket): for a writer that
     has the database to itself until its commit (SQLite). Give back those not
     used before the commit (:func:`give_back_unused`): references stay gapless."""
-    connection = session.connection()
+    return _take(session.connection(), wanted)
+
+
+def _take(
+    connection: Connection, wanted: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], list[int]]:
+    """``count`` numbers for each (commune, year) of ``wanted``, one statement each,
+    in the order :func:`next_number` gives them (lowest first, from the end)."""
     taken: dict[tuple[str, int], list[int]] = {}
     for (commune, year), count in sorted(wanted.items()):
         if count > 0:
             last = _advance(connection, commune, year, count)
-            taken[(commune, year)] = list(range(last, last - count, -1))  # popped from the end
+            taken[(commune, year)] = list(range(last, last - count, -1))
     return taken
 
 

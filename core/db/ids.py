@@ -40,19 +40,19 @@ def take_id(session: Session, table: Table) -> int:
 
     PostgreSQL: the next value of the column's sequence, taken ``BLOCK`` at
     a time (safe under any number of concurrent writers; an id taken and not
-    used is a harmless gap). SQLite: one more than the highest id stored or
-    already taken in this transaction; safe because a writer holds SQLite's
+    used is a harmless gap). SQLite: one taken ahead (:func:`take_ids_ahead`),
+    else one more than the highest id stored or already taken in this
+    transaction; safe because a writer holds SQLite's
     write lock from its BEGIN (see :mod:`core.db.engine`).
 
     Runs on the session's connection without an autoflush: the point is to
     leave pending rows pending.
     """
     connection = session.connection()
-    column = next(iter(table.primary_key.columns))
-    taken = session.info.setdefault(_LAST_TAKEN, {})
     if connection.dialect.name == "postgresql":
-        spare = taken.setdefault(table.name, [])
+        spare = session.info.setdefault(_LAST_TAKEN, {}).setdefault(table.name, [])
         if not spare:
+            column = next(iter(table.primary_key.columns))
             names = {"table": table.name, "column": column.name, "block": BLOCK}
             spare.extend(sorted(connection.execute(_NEXTVAL, names).scalars(), reverse=True))
         return spare.pop()

@@ -113,11 +113,12 @@ def test_an_answer_built_while_a_commit_came_is_not_kept(vigie_runtime):
     assert cache.lookup("k")[0] is None
 
 
-def test_parts_are_kept_across_commits_while_their_row_bears_the_same_mark(vigie_runtime):
+def test_parts_are_found_only_under_the_mark_of_the_row_they_were_built_from():
+    """No data version here: a commit keeps every part (tested through Open311 in
+    test_a_commit_keeps_the_entries_of_the_requests_it_did_not_change)."""
     cache = EntryCache(1_000_000, 60)
     entry = {"service_request_id": "CLF-2026-000001"}
     cache.keep(("entry", 1), "2026-12-03 10:00:00.000001", entry, 2500)
-    a_ticket(vigie_runtime)  # a commit, of another ticket
     assert cache.get(("entry", 1), "2026-12-03 10:00:00.000001") == entry
     # The row was changed since: its mark moved, the part is built anew.
     assert cache.get(("entry", 1), "2026-12-03 10:00:05.120000") is None
