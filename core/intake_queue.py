@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 from core.db.ids import take_ids_ahead
 from core.db.lists import among
 from core.db.models import SignalRecord, Ticket
+from core.db.new_rows import insert_new_rows
 from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.intake import IntakeResult, accept_signal
@@ -218,7 +219,8 @@ class IntakeQueue:
                     continue
                 if key:
                     seen.add(key)
-            session.flush()
+            insert_new_rows(session)  # plain INSERTs, a table at a time
+            session.flush()  # what they could not take
             for waiting in later:
                 try:
                     waiting.result = accept_signal(
@@ -268,11 +270,7 @@ def _stored_keys(session: Session, keys: list[str | None]) -> set[str]:
     wanted = sorted({key for key in keys if key})
     if not wanted:
         return set()
+    column = SignalRecord.__table__.c.idempotency_key  # a plain query: no ORM needed
     return set(
-        session.scalars(
-            select(SignalRecord.idempotency_key).where(
-                among(session, SignalRecord.idempotency_key, wanted)
-            )
-        )
+        session.connection().execute(select(column).where(among(session, column, wanted))).scalars()
     )
-

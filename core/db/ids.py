@@ -32,7 +32,9 @@ BLOCK = 8
 _NEXTVAL = text(
     "SELECT nextval(pg_get_serial_sequence(:table, :column)) FROM generate_series(1, :block)"
 )
-_highest: dict[str, Select] = {}  # built once per table: building costs more than running
+# The query of the highest ids of some tables, built once per tuple of table
+# names: building it costs more than running it.
+_highest: dict[tuple[str, ...], Select] = {}
 
 
 def take_id(session: Session, table: Table) -> int:
@@ -75,25 +77,41 @@ def take_ids_ahead(session: Session, table: Table, count: int) -> None:
 
 def _sqlite_ids(session: Session, table: Table, count: int) -> list[int]:
     """``count`` ids after the highest stored or already taken in this transaction."""
-    highest = _highest.get(table.name)
+    return _sqlite_ids_of(session, {table: count})[table]
+
+
+def _sqlite_ids_of(session: Session, wanted: dict[Table, int]) -> dict[Table, list[int]]:
+    """:func:`_sqlite_ids` for several tables, their highest ids read in one query."""
+    names = tuple(table.name for table in wanted)
+    highest = _highest.get(names)
     if highest is None:
-        column = next(iter(table.primary_key.columns))
-        highest = _highest[table.name] = select(func.max(column))
+        highest = _highest[names] = select(
+            *(select(func.max(_key_column(table))).scalar_subquery() for table in wanted)
+        )
+    stored = session.connection().execute(highest).one()
     taken = session.info.setdefault(_LAST_TAKEN, {})
-    stored = session.connection().execute(highest).scalar() or 0
-    first = max(stored, taken.get(table.name, 0)) + 1
-    taken[table.name] = first + count - 1
-    return list(range(first, first + count))
+    given: dict[Table, list[int]] = {}
+    for (table, count), last_stored in zip(wanted.items(), stored, strict=True):
+        first = max(last_stored or 0, taken.get(table.name, 0)) + 1
+        taken[table.name] = first + count - 1
+        given[table] = list(range(first, first + count))
+    return given
+
+
+def _key_column(table: Table) -> Any:
+    return next(iter(table.primary_key.columns))
 
 
 def install(factory: sessionmaker[Session]) -> None:
     """On SQLite, give the new rows of each flush of ``factory``'s sessions their
     ids first (in the order they were added), for the reason in this module's
     docstring; on other databases, nothing."""
-    event.listen(factory, "before_flush", _give_ids)
+    event.listen(factory, "before_flush", lambda session, _context, _instances: give_ids(session))
 
 
-def _give_ids(session: Session, _context: Any, _instances: Any) -> None:
+def give_ids(session: Session) -> None:
+    """On SQLite, give the session's new rows without one their single integer
+    primary key (in the order they were added); on other databases, nothing."""
     if session.get_bind().dialect.name != "sqlite":
         return
     waiting: dict[Table, list[tuple[Any, str]]] = {}
@@ -104,10 +122,11 @@ def _give_ids(session: Session, _context: Any, _instances: Any) -> None:
         table, attribute = key
         if getattr(instance, attribute) is None:
             waiting.setdefault(table, []).append((instance, attribute))
+    if not waiting:
+        return
+    ids = _sqlite_ids_of(session, {table: len(rows) for table, rows in waiting.items()})
     for table, rows in waiting.items():
-        for (instance, attribute), new_id in zip(
-            rows, _sqlite_ids(session, table, len(rows)), strict=True
-        ):
+        for (instance, attribute), new_id in zip(rows, ids[table], strict=True):
             setattr(instance, attribute, new_id)
 
 
