@@ -300,13 +300,15 @@ def test_starttls_and_login(tmp_path, monkeypatch):
     )
     try:
         assert email_plugin.send_notification(notification, commune) is True
+        # A second connection, with the TLS settings the first one made.
+        assert email_plugin.send_notification(notification, commune) is True
         assert email_plugin.send_notification(
             Notification(channel="sms", recipient="x", subject="s", body="b", commune="x"), commune
         ) is None, "not its channel"
     finally:
         server.stop()
-    assert server.inbox.logins == ["vigie"]
-    (message,) = server.inbox.messages
+    assert server.inbox.logins == ["vigie", "vigie"]
+    message, _again = server.inbox.messages
     assert message["Subject"] == "Réparé ✓"
     assert message["X-Vigie-Reference"] == "CLF-2026-000001"
     assert message.get_content().strip() == "Merci 👍"
