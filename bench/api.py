@@ -395,14 +395,18 @@ class Server:
             self.process.wait(5)
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot (Linux)."""
+def machine_busy() -> tuple[float, float, float]:
+    """(busy, total, stolen) jiffies of all CPUs since boot (Linux). Stolen: the
+    time a virtual machine's CPUs were ready to run and the hypervisor ran
+    something else (counted in busy too); a run with much of it measured a
+    slower machine."""
     try:
         values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     except OSError:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
+    stolen = values[7] if len(values) > 7 else 0
+    return sum(values) - idle, sum(values), stolen
 
 
 # --- Load --------------------------------------------------------------------------------
@@ -605,6 +609,9 @@ async def drive(phase: Phase, concurrency: int, warmup: int) -> dict[str, Any]:
         "machine_cpu": round(
             (busy_after[0] - busy_before[0]) / total_jiffies * (os.cpu_count() or 1), 2
         ) if total_jiffies else math.nan,
+        "machine_stolen": round(
+            (busy_after[2] - busy_before[2]) / total_jiffies * (os.cpu_count() or 1), 2
+        ) if total_jiffies else math.nan,
     }  # fmt: skip
 
 
@@ -682,12 +689,13 @@ def machine() -> dict[str, Any]:
 def show(results: list[dict[str, Any]]) -> str:
     lines = [
         f"{'phase':<58} {'req':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'err':>4} "
-        f"{'srv cpu':>7} {'all cpu':>7}",
+        f"{'srv cpu':>7} {'all cpu':>7} {'stolen':>6}",
     ]
     for r in results:
         lines.append(
             f"{r['phase']:<58} {r['requests']:>6} {r['per_second']:>8} {r['p50_ms']:>7} "
-            f"{r['p99_ms']:>7} {r['errors']:>4} {r['server_cpu']:>7} {r['machine_cpu']:>7}"
+            f"{r['p99_ms']:>7} {r['errors']:>4} {r['server_cpu']:>7} {r['machine_cpu']:>7} "
+            f"{r['machine_stolen']:>6}"
         )
     return "\n".join(lines)
 
