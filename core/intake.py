@@ -48,7 +48,7 @@ def accept_signal(
     Otherwise the ticket and its signal are flushed before this returns (a
     caller's own rows may then refer to them).
     """
-    if signal.idempotency_key and not checked:
+    if signal.idempotency_key and not checked and not key_is_drawn(signal):
         seen = session.scalar(
             select(SignalRecord).where(SignalRecord.idempotency_key == signal.idempotency_key)
         )
@@ -87,6 +87,12 @@ def accept_signal(
     if not checked:
         session.flush()
     return IntakeResult(record, ticket, created=True)
+
+
+def key_is_drawn(signal: Signal) -> bool:
+    """Whether ``signal``'s idempotency key was drawn at random for it, so that no
+    stored signal can hold it (see :attr:`core.signals.Report.key_drawn`)."""
+    return isinstance(signal, Report) and signal.key_drawn
 
 
 def open_ticket(

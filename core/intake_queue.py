@@ -56,7 +56,7 @@ from core.db.models import SignalRecord, Ticket
 from core.db.new_rows import insert_new_rows
 from core.db.types import utcnow
 from core.errors import InvalidInput
-from core.intake import IntakeResult, accept_signal
+from core.intake import IntakeResult, accept_signal, key_is_drawn
 from core.references import give_back_unused, hold_reserved, reserve_numbers, take_numbers
 from core.runtime import Runtime
 from core.signals import Report, Signal
@@ -192,7 +192,10 @@ class IntakeQueue:
     def _store_together(self, batch: list[_Waiting]) -> None:
         """One transaction, one flush for the new reports; repeats after it."""
         with self.runtime.sessions() as session:
-            seen = _stored_keys(session, [w.signal.idempotency_key for w in batch])
+            seen = _stored_keys(
+                session,
+                [w.signal.idempotency_key for w in batch if not key_is_drawn(w.signal)],
+            )
             wanted = _tickets_to_open(batch, seen, set(self.runtime.area.communes))
             one_writer = session.get_bind().dialect.name == "sqlite"
             if one_writer:

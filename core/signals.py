@@ -53,6 +53,10 @@ class Report:
     idempotency_key: str | None = None
     # Channel-specific extras kept with the signal (never shown publicly).
     extra: dict[str, Any] = field(default_factory=dict)
+    # The key was drawn at random for this report (a channel that must name
+    # the signal when its sender gave no key): no signal can hold it yet, so
+    # intake does not look for one.
+    key_drawn: bool = False
 
     kind = "report"
 

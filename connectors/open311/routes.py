@@ -504,7 +504,9 @@ def build_router() -> APIRouter:
         if category is None:
             raise Open311Error(404, f"service_code {service_code[:64]!r} not found")
         key = idempotency_key(api_key, jurisdiction, client_key)
-        report = build_report(form, jurisdiction, category, language, key, actor.name)
+        report = build_report(
+            form, jurisdiction, category, language, key, actor.name, key_drawn=not client_key
+        )
         return _Checked(report, actor.label, jurisdiction, language, key)
 
     def answer_request(checked: _Checked, result: IntakeResult, fmt: str) -> Response:

@@ -195,8 +195,11 @@ def build_report(
     language: str,
     key: str,
     client_name: str,
+    key_drawn: bool = False,
 ) -> Report:
-    """The report this form describes; Open311Error 400 listing every problem."""
+    """The report this form describes; Open311Error 400 listing every problem.
+    ``key_drawn``: ``key`` was drawn at random (the client sent no
+    ``Idempotency-Key``), see :func:`idempotency_key`."""
     problems = _field_problems(form)
     location = _location(form, jurisdiction, problems)
     answers, answer_problems = _answer_problems(
@@ -228,4 +231,5 @@ def build_report(
         answers=answers,
         idempotency_key=key,
         extra={"open311": {**details, "client": client_name, "token": token_of(key)}},
+        key_drawn=key_drawn,
     )

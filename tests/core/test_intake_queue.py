@@ -197,6 +197,29 @@ def test_a_key_stored_before_answers_with_its_ticket(vigie_runtime):
     assert outcomes[3].ticket.reference == stored.ticket.reference
 
 
+def test_a_key_drawn_for_its_report_is_not_looked_for(vigie_runtime):
+    """A key drawn at random (Open311 without an Idempotency-Key) cannot be stored
+    yet: no query looks for it. A key the sender chose is looked for."""
+    lookups: list[str] = []
+
+    def note(_conn, _cursor, statement, _params, _context, _many):
+        if statement.startswith("SELECT") and "WHERE signals.idempotency_key" in statement:
+            lookups.append(statement)
+
+    queue = vigie_runtime.intake_queue
+    event.listen(vigie_runtime.engine, "before_cursor_execute", note)
+    try:
+        drawn = queue.accept(report(1, idempotency_key="k-drawn", key_drawn=True), "agent:a")
+        assert lookups == []
+        chosen = queue.accept(report(2, idempotency_key="k-chosen"), "agent:a")
+        assert len(lookups) == 1
+        again = queue.accept(report(2, idempotency_key="k-chosen"), "agent:a")
+    finally:
+        event.remove(vigie_runtime.engine, "before_cursor_execute", note)
+    assert drawn.created and chosen.created
+    assert again.repeated and again.ticket.reference == chosen.ticket.reference
+
+
 def test_a_report_that_breaks_the_batch_fails_alone(vigie_runtime, caplog):
     """A failure intake does not foresee (here: details that cannot be stored as
     JSON) rolls the batch back; each report is then stored on its own."""
