@@ -33,12 +33,14 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -380,8 +382,11 @@ class Writer:
     def close(self, timeout: float = 5.0) -> None:
         # A server away at exit is not waited for (the flush gives up once the
         # client's own retries have failed, and so does the WriteApi's close):
-        # what is buffered is lost, and said.
-        if not self.flush(0 if self._failing else timeout, give_up_when_failing=True):
+        # what is buffered is lost, and said. One that refuses connections is
+        # known away at once: waiting for the client's retries to fail first
+        # kept a stopping service (the demo, with no server) 10 s and more.
+        away = self._failing or not _accepts_connections(self.settings.url)
+        if not self.flush(0 if away else timeout, give_up_when_failing=True):
             self._options.max_close_wait = 100  # read by WriteApi.close()
             left = self.snapshot()
             log.warning(
@@ -397,6 +402,17 @@ class Writer:
             self._api.close()
         finally:
             self._client.close()
+
+
+def _accepts_connections(url: str, timeout: float = 1.0) -> bool:
+    """Whether the server at ``url`` accepts a TCP connection within ``timeout``."""
+    parsed = urlsplit(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _lines(data: str | bytes) -> list[str]:
