@@ -54,8 +54,7 @@ def take_id(session: Session, table: Table) -> int:
     if connection.dialect.name == "postgresql":
         spare = session.info.setdefault(_LAST_TAKEN, {}).setdefault(table.name, [])
         if not spare:
-            column = next(iter(table.primary_key.columns))
-            names = {"table": table.name, "column": column.name, "block": BLOCK}
+            names = {"table": table.name, "column": _key_column(table).name, "block": BLOCK}
             spare.extend(sorted(connection.execute(_NEXTVAL, names).scalars(), reverse=True))
         return spare.pop()
     ahead = session.info.get(_AHEAD, {}).get(table.name)
@@ -116,7 +115,7 @@ def give_ids(session: Session) -> None:
         return
     waiting: dict[Table, list[tuple[Any, str]]] = {}
     for instance in session.new:  # in the order added (a dict of states underneath)
-        key = _integer_key(inspect(instance).mapper)
+        key = integer_key(inspect(instance).mapper)
         if key is None:
             continue
         table, attribute = key
@@ -133,7 +132,7 @@ def give_ids(session: Session) -> None:
 _keys: dict[Any, tuple[Table, str] | None] = {}
 
 
-def _integer_key(mapper: Any) -> tuple[Table, str] | None:
+def integer_key(mapper: Any) -> tuple[Table, str] | None:
     """The table and attribute of ``mapper``'s single integer primary key, if
     it has one (and one table)."""
     if mapper not in _keys:

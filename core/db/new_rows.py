@@ -15,8 +15,9 @@ object gets the same value, so it reads as it would after a flush. The
 objects then leave the session as *detached* rows of the database
 (``make_transient_to_detached``): stored, not pending, and never inserted
 twice. If any new row cannot go this way (no single integer key, or no value
-for it yet, a server-side default, a parent without a key), none does: the
-session's ordinary flush writes them all. Their keys are given ahead on
+for it yet, a default the database or SQL computes, inheritance, a parent
+without a key), none does and none is changed: the session's ordinary flush
+writes them all. Their keys are given ahead on
 SQLite only (:func:`core.db.ids.give_ids`); on PostgreSQL, where the flush
 already sends a table's rows in one ``INSERT ... RETURNING``, it is the
 flush that writes them.
@@ -26,58 +27,68 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Insert, Table, inspect
 from sqlalchemy.orm import MANYTOONE, Mapper, Session, make_transient_to_detached
 
-from core.db.ids import give_ids
+from core.db.ids import give_ids, integer_key
 
-# Per mapper: its table, its key's attribute and, per column, (attribute,
-# column key, default maker).
-_Plan = tuple[Table, str, list[tuple[str, str, Callable[[], Any] | None]]]
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a mapper's new rows are written: its table, the attribute of its key,
+    and per column (attribute, column key, the maker of its default or None)."""
+
+    table: Table
+    key: str
+    columns: list[tuple[str, str, Callable[[], Any] | None]]
+    insert: Insert
+
+
 _plans: dict[Mapper[Any], _Plan | None] = {}
-_inserts: dict[Table, Insert] = {}  # built once per table
 
 
 def insert_new_rows(session: Session) -> int:
     """Insert the session's new rows as plain INSERTs and take them out of the
     session, if every one of them can go that way (see the module's
-    docstring); returns how many were written. Otherwise, nothing is written
-    and they stay pending for the session's ordinary flush, which then
-    handles them all (a flush after some were taken out would not see them)."""
+    docstring); returns how many were written. Otherwise nothing is written
+    or changed, and they stay pending for the session's ordinary flush, which
+    then handles them all (a flush after some were taken out would not see
+    them)."""
     give_ids(session)  # SQLite; elsewhere rows without an id are left to a flush
-    ready: dict[Table, list[tuple[Any, dict[str, Any]]]] = {}
+    going: list[tuple[Any, _Plan, dict[str, Any]]] = []
     for instance in session.new:  # in the order added
         state = inspect(instance)
         plan = _plan(state.mapper)
-        if plan is None:
+        if plan is None or state.dict.get(plan.key) is None:
             return 0
-        table, key_attribute, columns = plan
-        values = state.dict
-        if values.get(key_attribute) is None or not _copy_foreign_keys(state):
+        parents = _parent_keys(state)
+        if parents is None:
             return 0
+        going.append((instance, plan, parents))
+    if not going:
+        return 0
+    rows: dict[Table, tuple[_Plan, list[tuple[Any, dict[str, Any]]]]] = {}
+    for instance, plan, parents in going:
+        values = inspect(instance).dict
+        values.update(parents)  # as a flush copies them
         row: dict[str, Any] = {}
-        for attribute, key, default in columns:
+        for attribute, column, default in plan.columns:
             value = values.get(attribute)
             if value is None and default is not None:
-                value = values[attribute] = default()
-            elif attribute not in values:
-                values[attribute] = None
-            row[key] = value
-        ready.setdefault(table, []).append((instance, row))
-    if not ready:
-        return 0
+                value = default()
+            values[attribute] = row[column] = value  # the object reads as after a flush
+        rows.setdefault(plan.table, (plan, []))[1].append((instance, row))
     connection = session.connection()
-    written = 0
-    for table in _parents_first(frozenset(ready)):
-        rows = ready[table]
-        connection.execute(_inserts[table], [row for _, row in rows])
-        for instance, _ in rows:
+    for table in _parents_first(frozenset(rows)):
+        plan, written = rows[table]
+        connection.execute(plan.insert, [row for _, row in written])
+        for instance, _ in written:
             session.expunge(instance)
             make_transient_to_detached(instance)
-        written += len(rows)
-    return written
+    return len(going)
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,36 +105,36 @@ def _plan(mapper: Mapper[Any]) -> _Plan | None:
 
 
 def _make_plan(mapper: Mapper[Any]) -> _Plan | None:
-    if len(mapper.tables) != 1 or len(mapper.primary_key) != 1 or mapper.inherits:
+    """None for a mapper whose rows need what only a flush does: no single
+    integer key, inheritance, a value computed by the database."""
+    key = integer_key(mapper)
+    if key is None or mapper.inherits or mapper.polymorphic_on is not None:
         return None
-    table = mapper.local_table
-    if not isinstance(table, Table):
-        return None
+    table, key_attribute = key
     columns: list[tuple[str, str, Callable[[], Any] | None]] = []
     for column in table.columns:
         if column.server_default is not None:
             return None  # its value is the database's: leave it to a flush
+        default = column.default
+        if default is not None and not (default.is_scalar or default.is_callable):
+            return None  # a SQL expression or a sequence: the INSERT computes it
         attribute = mapper.get_property_by_column(column).key
-        columns.append((attribute, column.key, _default_maker(column)))
-    _inserts[table] = table.insert()
-    key_attribute = mapper.get_property_by_column(mapper.primary_key[0]).key
-    return table, key_attribute, columns
+        columns.append((attribute, column.key, _default_maker(default)))
+    return _Plan(table, key_attribute, columns, table.insert())
 
 
-def _default_maker(column: Any) -> Callable[[], Any] | None:
-    default = column.default
+def _default_maker(default: Any) -> Callable[[], Any] | None:
     if default is None:
         return None
     if default.is_scalar:
         return lambda: default.arg
-    if default.is_callable:
-        return lambda: default.arg(None)  # SQLAlchemy wraps it to take a context
-    return None  # a SQL expression or a sequence: the INSERT computes it
+    return lambda: default.arg(None)  # a callable: SQLAlchemy wraps it to take a context
 
 
-def _copy_foreign_keys(state: Any) -> bool:
-    """Copy the key of each parent given through a many-to-one relationship into
-    the row's foreign key, as a flush would; False if a parent has no key yet."""
+def _parent_keys(state: Any) -> dict[str, Any] | None:
+    """The foreign keys to copy from the parents given through many-to-one
+    relationships, as a flush would; None if a parent has no key yet."""
+    keys: dict[str, Any] = {}
     for relationship in state.mapper.relationships:
         if relationship.direction is not MANYTOONE:
             continue
@@ -133,6 +144,6 @@ def _copy_foreign_keys(state: Any) -> bool:
         for local, remote in relationship.local_remote_pairs:
             value = getattr(parent, inspect(parent).mapper.get_property_by_column(remote).key)
             if value is None:
-                return False
-            state.dict[state.mapper.get_property_by_column(local).key] = value
-    return True
+                return None
+            keys[state.mapper.get_property_by_column(local).key] = value
+    return keys
