@@ -18,9 +18,9 @@ thread (:meth:`IntakeQueue.accept_async`): the hop to a worker thread and
 back is paid once per batch, not once per request.
 
 On PostgreSQL, where writers run side by side, the batch's reference
-numbers are reserved first, in a short transaction of their own
-(:func:`core.references.reserve_numbers`): the commune's counter row is then
-locked for that moment only, not until the batch commits, and two workers'
+numbers are reserved first, each counter's in one statement committed on
+its own (:func:`core.references.reserve_numbers`): the commune's counter row
+is then locked for that moment only, not until the batch commits, and two workers'
 batches are stored at the same time. On SQLite, where a batch has the file
 to itself until its commit, it takes its numbers and its tickets' ids at
 once, in its own transaction (a statement per commune and one for the ids,

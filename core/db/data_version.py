@@ -38,6 +38,9 @@ from core.db.engine import after_transaction_end, connection_key
 log = logging.getLogger(__name__)
 
 SEQUENCE = "vigie_data_changes"
+# Execution option of connections whose writes no answer shows (a counter that
+# numbers tickets, say): their commits leave the data version as it was.
+UNSEEN_BY_ANSWERS = "vigie_unseen_by_answers"
 _WRITES = re.compile(r"^\s*(insert|update|delete|merge)\b", re.IGNORECASE)
 UNKNOWN = -1
 
@@ -122,15 +125,19 @@ def count_commits(engine: Engine) -> None:
     transaction that ran an INSERT, UPDATE or DELETE (ORM, core or plain SQL).
 
     Every way a transaction ends is seen (:func:`core.db.engine.after_transaction_end`:
-    a session's, ``engine.begin()``'s). A failure to advance the sequence is
-    logged and swallowed: the commit is done, and must not be reported as failed."""
+    a session's, ``engine.begin()``'s). Writes on a connection whose execution
+    options set :data:`UNSEEN_BY_ANSWERS` are not counted. A failure to advance
+    the sequence is logged and swallowed: the commit is done, and must not be
+    reported as failed."""
     if engine.dialect.name != "postgresql":
         return
     wrote: set[int] = set()  # connection_key() of the connections whose transaction wrote
 
     @event.listens_for(engine, "after_cursor_execute")
     def _note_write(connection, cursor, statement, parameters, context, executemany) -> None:
-        if _WRITES.match(statement):
+        if _WRITES.match(statement) and not connection.get_execution_options().get(
+            UNSEEN_BY_ANSWERS
+        ):
             wrote.add(connection_key(connection.connection.dbapi_connection))
 
     def ended(dbapi_connection: Any, committed: bool) -> None:
@@ -144,13 +151,20 @@ def count_commits(engine: Engine) -> None:
 
 
 def _advance(dbapi_connection: Any) -> None:
+    """``nextval`` in autocommit: one round trip, where a transaction of its own
+    would be three (psycopg sends BEGIN, the SELECT and COMMIT one by one)."""
+    driver_connection = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
+    autocommit = driver_connection.autocommit
     try:
-        cursor = dbapi_connection.cursor()
+        driver_connection.autocommit = True
         try:
-            cursor.execute(f"SELECT nextval('{SEQUENCE}')")
+            cursor = driver_connection.cursor()
+            try:
+                cursor.execute(f"SELECT nextval('{SEQUENCE}')")
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
-        dbapi_connection.commit()
+            driver_connection.autocommit = autocommit
     except Exception as exc:
         log.warning("could not count a commit in %s (cached answers age out): %s", SEQUENCE, exc)
         try:

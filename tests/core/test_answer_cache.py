@@ -12,6 +12,7 @@ from core.answer_cache import Answer, AnswerCache, EntryCache
 from core.db.data_version import UNKNOWN, DataVersion, count_commits
 from core.db.engine import make_engine
 from core.db.models import Ticket
+from core.references import reserve_numbers
 from core.runtime import Runtime
 
 
@@ -53,6 +54,33 @@ def test_the_data_version_moves_with_each_commit_that_writes_and_only_then(vigie
         connection.execute(text("UPDATE tickets SET description = 'y' WHERE id = :id"),
                            {"id": ticket_id})  # fmt: skip
     assert version.current() > second
+
+
+def test_a_connection_that_counted_a_commit_still_rolls_back(vigie_runtime):
+    """The version is advanced on the committing connection itself (PostgreSQL, in
+    autocommit for that one statement): its next transaction is still one."""
+    with vigie_runtime.engine.connect() as connection:
+        connection.execute(insert(Ticket).values(**row("CLF-2026-000001")))
+        connection.commit()
+        connection.execute(insert(Ticket).values(**row("CLF-2026-000002")))
+        connection.rollback()
+    with vigie_runtime.read_sessions() as session:
+        assert session.scalars(select(Ticket.reference)).all() == ["CLF-2026-000001"]
+
+
+def test_numbers_reserved_for_a_batch_leave_the_kept_answers(vigie_runtime):
+    """A reference counter is shown by no answer: reserving numbers (PostgreSQL's
+    batches, each counter's UPDATE committed on its own) keeps the version."""
+    if vigie_runtime.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite counts every commit to its file itself")
+    wanted = {("clermont-ferrand", 2026): 3, ("chamalieres", 2026): 1}
+    before = vigie_runtime.data_version.current()
+    first = reserve_numbers(vigie_runtime.engine, wanted)
+    assert vigie_runtime.data_version.current() == before
+    again = reserve_numbers(vigie_runtime.engine, wanted)  # committed: never given twice
+    assert sorted(first[("clermont-ferrand", 2026)]) == [1, 2, 3]
+    assert sorted(again[("clermont-ferrand", 2026)]) == [4, 5, 6]
+    assert again[("chamalieres", 2026)] == [2]
 
 
 def test_another_process_commit_is_seen(vigie_runtime, vigie_database_url):
