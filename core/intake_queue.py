@@ -13,7 +13,10 @@ what is waiting (up to ``batch_size``), stores it in one transaction with
 one flush (SQLAlchemy then inserts the batch's tickets, signals and history
 rows a table at a time), commits, and tells each request its own result;
 what arrived meanwhile is the next batch. Alone, a request is a batch of
-one and waits for nobody. A request on the event loop waits without a
+one and waits for nobody. The transaction begins before the batch is taken:
+on SQLite, where a writer waits for its turn (:mod:`core.db.write_turns`),
+what arrives while another process writes joins the batch that waits, not
+a batch of its own that would wait for one more turn. A request on the event loop waits without a
 thread (:meth:`IntakeQueue.accept_async`): the hop to a worker thread and
 back is paid once per batch, not once per request.
 
@@ -149,17 +152,20 @@ class IntakeQueue:
             self._arrived.notify()
 
     def _write(self) -> None:
-        """The writing thread: each time signals wait, store up to ``batch_size``."""
+        """The writing thread: each time signals wait, begin a transaction, then
+        store what waits by then (up to ``batch_size``)."""
         while True:
             with self._arrived:
                 while not self._waiting and not self._closed:
                     self._arrived.wait()
                 if not self._waiting:
                     return  # closed, and nothing left
+            session = self._begin()  # SQLite: once this process's turn to write has come
+            with self._arrived:
                 batch = self._waiting[: self.batch_size]
                 del self._waiting[: self.batch_size]
             try:
-                self._store(batch)
+                self._store(batch, session)
             except BaseException as exc:  # never leave a request waiting for ever
                 for waiting in batch:
                     if waiting.result is None and waiting.error is None:
@@ -172,9 +178,22 @@ class IntakeQueue:
                     except RuntimeError:  # its event loop has closed: nobody to tell
                         log.debug("intake: a request's event loop closed before its answer")
 
-    def _store(self, batch: list[_Waiting]) -> None:
+    def _begin(self) -> Session | None:
+        """A session whose transaction has begun (on SQLite, with the write lock,
+        after waiting for the turn); None if it could not begin, and the batch
+        tries again in a session of its own."""
+        session = self.runtime.sessions()
         try:
-            self._store_together(batch)
+            session.connection()
+        except Exception:
+            session.close()
+            log.warning("intake: a transaction could not begin", exc_info=True)
+            return None
+        return session
+
+    def _store(self, batch: list[_Waiting], session: Session | None) -> None:
+        try:
+            self._store_together(batch, session or self.runtime.sessions())
             return
         except Exception:
             if len(batch) > 1:
@@ -189,9 +208,10 @@ class IntakeQueue:
             except Exception as exc:
                 waiting.error = exc
 
-    def _store_together(self, batch: list[_Waiting]) -> None:
-        """One transaction, one flush for the new reports; repeats after it."""
-        with self.runtime.sessions() as session:
+    def _store_together(self, batch: list[_Waiting], session: Session) -> None:
+        """In ``session``'s transaction, one flush for the new reports; repeats
+        after it; then the commit. The session is closed in any case."""
+        with session:
             seen = _stored_keys(
                 session,
                 [w.signal.idempotency_key for w in batch if not key_is_drawn(w.signal)],

@@ -81,13 +81,14 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
         time.sleep(0.005)
 
 
-def while_the_database_is_busy(runtime, reports: list[Report]) -> list[IntakeResult | Exception]:
-    """Hand ``reports`` over from a thread each while another transaction holds
-    the commune's reference counter (and, on SQLite, the write lock): the first
-    one's batch waits for it, the others pile up behind. Then let go."""
+def while_a_batch_is_stored(runtime, reports: list[Report]) -> list[IntakeResult | Exception]:
+    """Hand ``reports`` over from a thread each while the first one's batch is
+    being stored (held by the ``pause`` plugin in its transaction, its turn to
+    write taken on SQLite): the others pile up behind. Then let go."""
     queue = runtime.intake_queue
     queue.accept(report(0), "agent:warm-up")  # the counter's row exists from now on
     outcomes: list[IntakeResult | Exception | None] = [None] * len(reports)
+    pause = runtime.pm.get_plugin("pause")
 
     def hand_over(index: int) -> None:
         try:
@@ -95,16 +96,18 @@ def while_the_database_is_busy(runtime, reports: list[Report]) -> list[IntakeRes
         except Exception as exc:  # what the request would answer
             outcomes[index] = exc
 
-    with runtime.sessions() as blocker:
-        blocker.execute(text("UPDATE reference_counters SET last_number = last_number"))
-        first = threading.Thread(target=hand_over, args=(0,))
-        first.start()
-        _wait_for(lambda: queue.waiting == 0)  # the first batch has started
-        others = [threading.Thread(target=hand_over, args=(i,)) for i in range(1, len(reports))]
+    pause.armed = True
+    first = threading.Thread(target=hand_over, args=(0,))
+    first.start()
+    others: list[threading.Thread] = []
+    try:
+        assert pause.inside.wait(10)  # the first batch is in its transaction
+        others += [threading.Thread(target=hand_over, args=(i,)) for i in range(1, len(reports))]
         for thread in others:
             thread.start()
         _wait_for(lambda: queue.waiting == len(reports) - 1)
-        blocker.rollback()
+    finally:
+        pause.go.set()
     for thread in (first, *others):
         thread.join(30)
     assert all(outcome is not None for outcome in outcomes)
@@ -126,7 +129,7 @@ def stored_tickets(runtime) -> int:
 
 
 def test_reports_arriving_while_a_batch_is_stored_go_in_one_transaction(vigie_runtime, commits):
-    outcomes = while_the_database_is_busy(vigie_runtime, [report(n) for n in range(1, 11)])
+    outcomes = while_a_batch_is_stored(vigie_runtime, [report(n) for n in range(1, 11)])
     references = [outcome.ticket.reference for outcome in outcomes]
     assert len(set(references)) == 10  # a ticket each, each told its own
     assert all(outcome.created and not outcome.repeated for outcome in outcomes)
@@ -139,10 +142,37 @@ def test_reports_arriving_while_a_batch_is_stored_go_in_one_transaction(vigie_ru
         assert stored[outcome.ticket.reference] == f"Nid-de-poule n° {sent}"
 
 
+def test_reports_arriving_while_another_writer_has_the_turn_join_one_batch(vigie_runtime, commits):
+    """SQLite: a batch's transaction begins (its turn to write comes) before it
+    takes the reports that wait: those that arrive while another writer holds
+    the database go in the same batch, not one batch per turn."""
+    if vigie_runtime.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL's writers do not take turns")
+    queue = vigie_runtime.intake_queue
+    queue.accept(report(0), "agent:warm-up")
+    outcomes: list[IntakeResult] = []
+    threads = [
+        threading.Thread(target=lambda n=n: outcomes.append(queue.accept(report(n), "agent:a")))
+        for n in range(1, 11)
+    ]
+    with vigie_runtime.sessions() as other_writer:
+        other_writer.execute(text("UPDATE reference_counters SET last_number = last_number"))
+        threads[0].start()
+        time.sleep(0.3)  # the queue's writer is waiting for its turn
+        for thread in threads[1:]:
+            thread.start()
+        _wait_for(lambda: queue.waiting == 10)
+        other_writer.rollback()
+    for thread in threads:
+        thread.join(30)
+    assert len({outcome.ticket.reference for outcome in outcomes}) == 10
+    assert len(commits) == 2  # the warm-up, then the ten together
+
+
 def test_a_refused_report_fails_its_own_request_only(vigie_runtime):
     reports = [report(n) for n in range(1, 6)]
     reports[3] = report(4, category="no-such-category")
-    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    outcomes = while_a_batch_is_stored(vigie_runtime, reports)
     assert isinstance(outcomes[3], InvalidInput)
     assert "no-such-category" in str(outcomes[3])
     assert all(isinstance(o, IntakeResult) for i, o in enumerate(outcomes) if i != 3)
@@ -160,7 +190,7 @@ def test_a_batch_leaves_no_gap_in_the_references_on_sqlite(vigie_runtime, broken
         if broken == "refused"
         else report(3, extra={"not json": object()})
     )
-    while_the_database_is_busy(vigie_runtime, reports)
+    while_a_batch_is_stored(vigie_runtime, reports)
     vigie_runtime.intake_queue.accept(report(6), "agent:after")
     with vigie_runtime.read_sessions() as session:
         numbers = sorted(session.scalars(select(Ticket.number)))
@@ -175,7 +205,7 @@ def test_a_key_sent_twice_in_one_batch_is_one_ticket(vigie_runtime, caplog):
     reports = [report(n) for n in range(1, 5)]
     reports[1] = report(1, idempotency_key="open311:retried")
     reports[2] = report(1, idempotency_key="open311:retried")
-    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    outcomes = while_a_batch_is_stored(vigie_runtime, reports)
     first, second = outcomes[1], outcomes[2]
     assert first.created and not first.repeated
     assert second.repeated and not second.created
@@ -192,7 +222,7 @@ def test_a_key_sent_twice_in_one_batch_is_one_ticket(vigie_runtime, caplog):
 def test_a_key_stored_before_answers_with_its_ticket(vigie_runtime):
     stored = vigie_runtime.intake_queue.accept(report(1, idempotency_key="k1"), "agent:a")
     reports = [report(n) for n in range(2, 5)] + [report(1, idempotency_key="k1")]
-    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    outcomes = while_a_batch_is_stored(vigie_runtime, reports)
     assert outcomes[3].repeated
     assert outcomes[3].ticket.reference == stored.ticket.reference
 
@@ -225,7 +255,7 @@ def test_a_report_that_breaks_the_batch_fails_alone(vigie_runtime, caplog):
     JSON) rolls the batch back; each report is then stored on its own."""
     reports = [report(n) for n in range(1, 6)]
     reports[2] = report(3, extra={"not json": object()})
-    outcomes = while_the_database_is_busy(vigie_runtime, reports)
+    outcomes = while_a_batch_is_stored(vigie_runtime, reports)
     assert isinstance(outcomes[2], Exception) and not isinstance(outcomes[2], InvalidInput)
     assert all(isinstance(o, IntakeResult) for i, o in enumerate(outcomes) if i != 2)
     assert stored_tickets(vigie_runtime) == 1 + 4
