@@ -97,6 +97,27 @@ def _sqlite_ids_of(session: Session, wanted: dict[Table, int]) -> dict[Table, li
     return given
 
 
+def _sequence_ids_of(session: Session, wanted: dict[Table, int]) -> dict[Table, list[int]]:
+    """PostgreSQL: ``count`` new values of each table's key sequence, in one query."""
+    names = tuple((table.name, _key_column(table).name) for table in wanted)
+    query = _from_sequences.get(names)
+    if query is None:
+        arrays = ", ".join(
+            f"ARRAY(SELECT nextval(pg_get_serial_sequence(:table_{i}, :column_{i}))"
+            f" FROM generate_series(1, :count_{i}))"
+            for i in range(len(names))
+        )
+        query = _from_sequences[names] = text(f"SELECT {arrays}")
+    values: dict[str, Any] = {}
+    for i, (name, count) in enumerate(zip(names, wanted.values(), strict=True)):
+        values |= {f"table_{i}": name[0], f"column_{i}": name[1], f"count_{i}": count}
+    taken = session.connection().execute(query, values).one()
+    return {table: sorted(ids) for table, ids in zip(wanted, taken, strict=True)}
+
+
+_from_sequences: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
 def _key_column(table: Table) -> Any:
     return next(iter(table.primary_key.columns))
 
@@ -104,15 +125,20 @@ def _key_column(table: Table) -> Any:
 def install(factory: sessionmaker[Session]) -> None:
     """On SQLite, give the new rows of each flush of ``factory``'s sessions their
     ids first (in the order they were added), for the reason in this module's
-    docstring; on other databases, nothing."""
-    event.listen(factory, "before_flush", lambda session, _context, _instances: give_ids(session))
+    docstring. Not on PostgreSQL, whose flush gets a table's new keys from its
+    ``INSERT ... RETURNING``: taking them first would cost one more round trip."""
+
+    def before_flush(session: Session, _context: Any, _instances: Any) -> None:
+        if session.get_bind().dialect.name == "sqlite":
+            give_ids(session)
+
+    event.listen(factory, "before_flush", before_flush)
 
 
 def give_ids(session: Session) -> None:
-    """On SQLite, give the session's new rows without one their single integer
-    primary key (in the order they were added); on other databases, nothing."""
-    if session.get_bind().dialect.name != "sqlite":
-        return
+    """Give the session's new rows without one their single integer primary key,
+    in the order they were added: on SQLite as :func:`take_id` does, on
+    PostgreSQL from each table's sequence, all tables in one query."""
     waiting: dict[Table, list[tuple[Any, str]]] = {}
     for instance in session.new:  # in the order added (a dict of states underneath)
         key = integer_key(inspect(instance).mapper)
@@ -123,7 +149,11 @@ def give_ids(session: Session) -> None:
             waiting.setdefault(table, []).append((instance, attribute))
     if not waiting:
         return
-    ids = _sqlite_ids_of(session, {table: len(rows) for table, rows in waiting.items()})
+    wanted = {table: len(rows) for table, rows in waiting.items()}
+    if session.get_bind().dialect.name == "postgresql":
+        ids = _sequence_ids_of(session, wanted)
+    else:
+        ids = _sqlite_ids_of(session, wanted)
     for table, rows in waiting.items():
         for (instance, attribute), new_id in zip(rows, ids[table], strict=True):
             setattr(instance, attribute, new_id)

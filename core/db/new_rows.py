@@ -17,10 +17,9 @@ objects then leave the session as *detached* rows of the database
 twice. If any new row cannot go this way (no single integer key, or no value
 for it yet, a default the database or SQL computes, inheritance, a parent
 without a key), none does and none is changed: the session's ordinary flush
-writes them all. Their keys are given ahead on
-SQLite only (:func:`core.db.ids.give_ids`); on PostgreSQL, where the flush
-already sends a table's rows in one ``INSERT ... RETURNING``, it is the
-flush that writes them.
+writes them all. The keys they lack are given first
+(:func:`core.db.ids.give_ids`: on PostgreSQL, every table's from its
+sequence in one query).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def insert_new_rows(session: Session) -> int:
     or changed, and they stay pending for the session's ordinary flush, which
     then handles them all (a flush after some were taken out would not see
     them)."""
-    give_ids(session)  # SQLite; elsewhere rows without an id are left to a flush
+    give_ids(session)
     going: list[tuple[Any, _Plan, dict[str, Any]]] = []
     for instance in session.new:  # in the order added
         state = inspect(instance)

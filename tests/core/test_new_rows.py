@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from sqlalchemy import event, func, inspect, select
 
 from core import history
@@ -47,7 +46,6 @@ def rows_of(runtime, model) -> int:
         return session.scalar(select(func.count()).select_from(model))
 
 
-@pytest.mark.parametrize("vigie_database_url", ["sqlite"], indirect=True)
 def test_a_batch_is_stored_once_a_table_at_a_time_and_reads_as_after_a_flush(vigie_runtime):
     inserts, stop = counted_inserts(vigie_runtime.engine)
     try:
@@ -95,9 +93,9 @@ def test_a_batch_is_stored_once_a_table_at_a_time_and_reads_as_after_a_flush(vig
 
 
 def test_rows_that_cannot_all_go_are_all_left_to_the_flush_untouched(vigie_runtime):
-    """One new row this cannot write (a counter, keyed by commune and year; on
-    PostgreSQL, every row: their keys come from the flush) and nothing is
-    written or changed: the flush writes the ticket and its rows together."""
+    """One new row this cannot write (a counter, keyed by commune and year) and
+    nothing is written or changed: the flush writes the ticket and its rows
+    together."""
     with vigie_runtime.sessions() as session:
         result = accept_signal(vigie_runtime, session, report(1), DESK, checked=True)
         session.add(ReferenceCounter(commune="aubiere", year=2031, last_number=7))
