@@ -16,15 +16,16 @@ what arrived meanwhile is the next batch. Alone, a request is a batch of
 one and waits for nobody. The transaction begins before the batch is taken:
 on SQLite, where a writer waits for its turn (:mod:`core.db.write_turns`),
 what arrives while another process writes joins the batch that waits, not
-a batch of its own that would wait for one more turn. A request on the event loop waits without a
-thread (:meth:`IntakeQueue.accept_async`): the hop to a worker thread and
-back is paid once per batch, not once per request.
+a batch of its own that would wait for one more turn. A request on the
+event loop waits without a thread (:meth:`IntakeQueue.accept_async`): the
+hop to a worker thread and back is paid once per batch, not once per
+request.
 
 On PostgreSQL, where writers run side by side, the batch's reference
 numbers are reserved first, each counter's in one statement committed on
-its own (:func:`core.references.reserve_numbers`): the commune's counter row
-is then locked for that moment only, not until the batch commits, and two workers'
-batches are stored at the same time. On SQLite, where a batch has the file
+its own (:func:`core.references.reserve_numbers`): the commune's counter
+row is then locked for that moment only, not until the batch commits, and
+two workers' batches are stored at the same time. On SQLite, where a batch has the file
 to itself until its commit, it takes its numbers and its tickets' ids at
 once, in its own transaction (a statement per commune and one for the ids,
 not two per ticket), and gives back the numbers it did not use: references
