@@ -87,7 +87,7 @@ class Runtime:
     @cached_property
     def data_version(self) -> DataVersion:
         """The database's count of commits, which kept public answers are checked against."""
-        return DataVersion(self.engine)
+        return DataVersion(self.engine, announced=self.settings.api.answer_cache_listens)
 
     @cached_property
     def answer_cache(self) -> AnswerCache:

@@ -30,6 +30,10 @@ class ApiSettings(BaseModel):
     answer_cache_megabytes: float = Field(default=32, ge=0)
     entry_cache_megabytes: float = Field(default=64, ge=0)
     answer_cache_seconds: float = Field(default=60, ge=0)
+    # PostgreSQL: hear of other processes' commits by LISTEN/NOTIFY instead of
+    # reading the data version at each public GET (core.db.data_version). Turn it
+    # off behind a pooler that cannot keep a LISTEN (PgBouncer's transaction mode).
+    answer_cache_listens: bool = True
     cors_origins: list[str] = []
 
 

@@ -14,7 +14,7 @@ from core.db.data_version import UNKNOWN, DataVersion, count_commits
 from core.db.engine import make_engine
 from core.db.models import Ticket
 from core.references import reserve_numbers
-from core.runtime import Runtime
+from core.runtime import Runtime, open_runtime
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
@@ -154,6 +154,24 @@ def test_commits_elsewhere_are_announced_and_read_while_not_listening(
     before = version.current()
     another_process_commits(vigie_runtime, vigie_database_url, "CLF-2026-000013")
     _wait_for(lambda: version.current() > before)
+
+
+def test_behind_a_pooler_the_version_is_read_at_each_call(vigie_settings, vigie_database_url):
+    """``VIGIE_API__ANSWER_CACHE_LISTENS=false`` (PgBouncer's transaction mode
+    cannot keep a LISTEN): no listening connection, and another process's
+    commit is still seen at the next call."""
+    settings = vigie_settings.model_copy(
+        update={"api": vigie_settings.api.model_copy(update={"answer_cache_listens": False})}
+    )
+    runtime = open_runtime(settings)
+    try:
+        version = runtime.data_version
+        before = version.current()
+        another_process_commits(runtime, vigie_database_url, "CLF-2026-000021")
+        assert version.current() > before
+        assert version.listener_name is None and not version.listening
+    finally:
+        runtime.close()
 
 
 def test_the_version_goes_on_growing_over_a_new_connection(vigie_runtime):
