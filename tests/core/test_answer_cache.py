@@ -76,11 +76,11 @@ def test_a_connection_that_counted_a_commit_still_rolls_back(vigie_runtime):
         assert session.scalars(select(Ticket.reference)).all() == ["CLF-2026-000001"]
 
 
+@pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
 def test_numbers_reserved_for_a_batch_leave_the_kept_answers(vigie_runtime):
     """A reference counter is shown by no answer: reserving numbers (PostgreSQL's
-    batches, each counter's UPDATE committed on its own) keeps the version."""
-    if vigie_runtime.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite counts every commit to its file itself")
+    batches, each counter's UPDATE committed on its own) keeps the version.
+    (PostgreSQL only: SQLite counts every commit to its file itself.)"""
     wanted = {("clermont-ferrand", 2026): 3, ("chamalieres", 2026): 1}
     before = vigie_runtime.data_version.current()
     first = reserve_numbers(vigie_runtime.engine, wanted)
@@ -116,15 +116,14 @@ def another_process_commits(runtime: Runtime, url: str, reference: str) -> None:
         other.dispose()
 
 
+@pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
 def test_commits_elsewhere_are_announced_and_read_while_not_listening(
     vigie_runtime, vigie_database_url
 ):
     """PostgreSQL: each process hears the others' commits (NOTIFY) without reading
     the number per call; while its listening connection is down (here ended by
     the server, as a restart would), it reads the number at each call instead,
-    then listens again."""
-    if vigie_runtime.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite's PRAGMA data_version is read at each call")
+    then listens again. (SQLite's PRAGMA data_version is read at each call.)"""
     version = vigie_runtime.data_version
     version.current()
     _wait_for(lambda: version.listening)

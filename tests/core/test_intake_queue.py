@@ -142,12 +142,12 @@ def test_reports_arriving_while_a_batch_is_stored_go_in_one_transaction(vigie_ru
         assert stored[outcome.ticket.reference] == f"Nid-de-poule n° {sent}"
 
 
+@pytest.mark.parametrize("vigie_database_url", ["sqlite"], indirect=True)
 def test_reports_arriving_while_another_writer_has_the_turn_join_one_batch(vigie_runtime, commits):
     """SQLite: a batch's transaction begins (its turn to write comes) before it
     takes the reports that wait: those that arrive while another writer holds
-    the database go in the same batch, not one batch per turn."""
-    if vigie_runtime.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only: PostgreSQL's writers do not take turns")
+    the database go in the same batch, not one batch per turn. (PostgreSQL's
+    writers do not take turns.)"""
     queue = vigie_runtime.intake_queue
     queue.accept(report(0), "agent:warm-up")
     outcomes: list[IntakeResult] = []
