@@ -28,7 +28,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,17 @@ def sample_message(name: str) -> SampleMessage:
     payload = data["payload"]
     body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
     return SampleMessage(topic=data["topic"], payload=body, note=data.get("note", ""))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds (checked every
+    ``step``): for what happens in another thread or process. ``assert`` it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())
 
 
 # --- A Mosquitto of one's own (tests of broker restarts, the ingestion benchmark) ---

@@ -29,9 +29,6 @@ _AHEAD = per_transaction("vigie_ids_taken_ahead")
 # PostgreSQL: ids taken from the sequence a few at a time, kept for this
 # transaction (core.events forgets them at its end: unused ones are gaps).
 BLOCK = 8
-_NEXTVAL = text(
-    "SELECT nextval(pg_get_serial_sequence(:table, :column)) FROM generate_series(1, :block)"
-)
 # The query of the highest ids of some tables, built once per tuple of table
 # names: building it costs more than running it.
 _highest: dict[tuple[str, ...], Select] = {}
@@ -54,8 +51,7 @@ def take_id(session: Session, table: Table) -> int:
     if connection.dialect.name == "postgresql":
         spare = session.info.setdefault(_LAST_TAKEN, {}).setdefault(table.name, [])
         if not spare:
-            names = {"table": table.name, "column": _key_column(table).name, "block": BLOCK}
-            spare.extend(sorted(connection.execute(_NEXTVAL, names).scalars(), reverse=True))
+            spare.extend(reversed(_sequence_ids_of(session, {table: BLOCK})[table]))
         return spare.pop()
     ahead = session.info.get(_AHEAD, {}).get(table.name)
     if ahead:

@@ -4,7 +4,6 @@ databases and across processes (another engine stands for another worker)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import insert, select, text, update
@@ -15,13 +14,7 @@ from core.db.engine import make_engine
 from core.db.models import Ticket
 from core.references import reserve_numbers
 from core.runtime import Runtime, open_runtime
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+from core.testing import wait_until
 
 
 def answer(body: bytes = b"[]") -> Answer:
@@ -103,7 +96,7 @@ def test_another_process_commit_is_seen(vigie_runtime, vigie_database_url):
     finally:
         other.dispose()
     # PostgreSQL: within the moment its announcement takes to arrive.
-    _wait_for(lambda: vigie_runtime.data_version.current() > before)
+    assert wait_until(lambda: vigie_runtime.data_version.current() > before)
 
 
 def another_process_commits(runtime: Runtime, url: str, reference: str) -> None:
@@ -126,10 +119,10 @@ def test_commits_elsewhere_are_announced_and_read_while_not_listening(
     then listens again. (SQLite's PRAGMA data_version is read at each call.)"""
     version = vigie_runtime.data_version
     version.current()
-    _wait_for(lambda: version.listening)
+    assert wait_until(lambda: version.listening)
     before = version.current()
     another_process_commits(vigie_runtime, vigie_database_url, "CLF-2026-000011")
-    _wait_for(lambda: version.current() > before)
+    assert wait_until(lambda: version.current() > before)
     assert version.listening  # heard, not read
 
     with vigie_runtime.engine.begin() as connection:
@@ -145,14 +138,14 @@ def test_commits_elsewhere_are_announced_and_read_while_not_listening(
             .all()
         )
     assert ended == [True]
-    _wait_for(lambda: not version.listening)
+    assert wait_until(lambda: not version.listening)
     before = version.current()
     another_process_commits(vigie_runtime, vigie_database_url, "CLF-2026-000012")
     assert version.current() > before  # read: seen at once
-    _wait_for(lambda: version.listening, seconds=15)
+    assert wait_until(lambda: version.listening, 15)
     before = version.current()
     another_process_commits(vigie_runtime, vigie_database_url, "CLF-2026-000013")
-    _wait_for(lambda: version.current() > before)
+    assert wait_until(lambda: version.current() > before)
 
 
 def test_behind_a_pooler_the_version_is_read_at_each_call(vigie_settings, vigie_database_url):

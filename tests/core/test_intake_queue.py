@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from core.errors import InvalidInput
 from core.intake import IntakeResult
 from core.references import next_number
 from core.signals import Location, Report
+from core.testing import wait_until
 
 TICKET = {
     "commune": "clermont-ferrand",
@@ -74,13 +74,6 @@ def report(n: int, **changes: Any) -> Report:
     return Report(**{"description": f"Nid-de-poule n° {n}", **TICKET, **changes})
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def while_a_batch_is_stored(runtime, reports: list[Report]) -> list[IntakeResult | Exception]:
     """Hand ``reports`` over from a thread each while the first one's batch is
     being stored (held by the ``pause`` plugin in its transaction, its turn to
@@ -105,7 +98,7 @@ def while_a_batch_is_stored(runtime, reports: list[Report]) -> list[IntakeResult
         others += [threading.Thread(target=hand_over, args=(i,)) for i in range(1, len(reports))]
         for thread in others:
             thread.start()
-        _wait_for(lambda: queue.waiting == len(reports) - 1)
+        assert wait_until(lambda: queue.waiting == len(reports) - 1)
     finally:
         pause.go.set()
     for thread in (first, *others):
@@ -161,7 +154,7 @@ def test_reports_arriving_while_another_writer_has_the_turn_join_one_batch(vigie
         time.sleep(0.3)  # the queue's writer is waiting for its turn
         for thread in threads[1:]:
             thread.start()
-        _wait_for(lambda: queue.waiting == 10)
+        assert wait_until(lambda: queue.waiting == 10)
         other_writer.rollback()
     for thread in threads:
         thread.join(30)
@@ -324,7 +317,7 @@ def test_a_request_given_up_while_waiting_is_still_stored(vigie_runtime):
             await waiting
 
     asyncio.run(client_goes_away())  # its loop closes before the answer is ready
-    _wait_for(lambda: stored_tickets(vigie_runtime) == 1)
+    assert wait_until(lambda: stored_tickets(vigie_runtime) == 1)
     # The writer is still there for the next request.
     assert queue.accept(report(2), "agent:a").created
 

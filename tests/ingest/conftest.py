@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,21 +29,12 @@ import pytest
 
 from core.ingest.broker import Answer, EmbeddedBroker, probe
 from core.ingest.mqtt import BrokerUrl, new_client
-from core.testing import PrivateMosquitto, free_port
+from core.testing import PrivateMosquitto, free_port, wait_until
 
 SHARED_MOSQUITTO = ("127.0.0.1", 1883)
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 @dataclass
