@@ -98,7 +98,7 @@ from core.gc_tuning import tune_for_service  # noqa: E402
 from core.ingest.mqtt import BrokerUrl, MqttIngestor, new_client  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.simulate import Simulation  # noqa: E402
-from core.testing import PrivateMosquitto  # noqa: E402
+from core.testing import PrivateMosquitto, wait_until  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -415,7 +415,7 @@ class Telemetry:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: _answers(8428), timeout=20, step=0.1)
+        wait_until(lambda: _answers(8428), timeout=20, step=0.1)
         return "influxdb plugin -> victoria-metrics started on :8428 for the run"
 
     def stop(self) -> None:
@@ -460,15 +460,6 @@ def make_ingestor(
         shared_group,
         options=runtime.settings.ingest.model_copy(update={"session_expiry_seconds": 600}),
     )
-
-
-def wait_for(condition, timeout: float, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -591,7 +582,7 @@ def vigie_throughput(
         sampler.start()
     started = time.monotonic()
     ingestor.start()
-    finished = wait_for(lambda: pipeline.processed >= messages, timeout=600)
+    finished = wait_until(lambda: pipeline.processed >= messages, timeout=600, step=0.01)
     seconds = pipeline.last_commit - started
     if sampler:
         sampler.stop()
@@ -629,7 +620,7 @@ def vigie_latency(runtime, url, topics, sim_args, rate: float, seconds: float) -
     process, receive = publish(url, sim_args, messages, rate=rate)
     published = finish(process, receive)
     publish_end = time.monotonic()
-    kept_up = wait_for(lambda: pipeline.processed >= messages, timeout=120)
+    kept_up = wait_until(lambda: pipeline.processed >= messages, timeout=120, step=0.01)
     tail = time.monotonic() - publish_end
     ingestor.stop()
     counters = ingestor.counters
@@ -982,7 +973,7 @@ def vigie_throughput_processes(
         published = finish(process, receive)
         before = stored_rows(runtime)
         processes.run()
-        finished = wait_for(lambda: processes.processed() >= messages, timeout=600, step=0.02)
+        finished = wait_until(lambda: processes.processed() >= messages, timeout=600, step=0.02)
         results = processes.stop()
     finally:
         processes.close()
@@ -1008,7 +999,7 @@ def vigie_latency_processes(
         process, receive = publish(spec["url"], sim_args, messages, rate=rate, count_digests=True)
         published = finish(process, receive)
         publish_end = time.monotonic()
-        kept_up = wait_for(lambda: processes.processed() >= messages, timeout=120, step=0.02)
+        kept_up = wait_until(lambda: processes.processed() >= messages, timeout=120, step=0.02)
         tail = time.monotonic() - publish_end
         results = processes.stop()
     finally:
