@@ -25,7 +25,11 @@ On PostgreSQL, where writers run side by side, the batch's reference
 numbers are reserved first, each counter's in one statement committed on
 its own (:func:`core.references.reserve_numbers`): the commune's counter
 row is then locked for that moment only, not until the batch commits, and
-two workers' batches are stored at the same time. On SQLite, where a batch has the file
+two workers' batches are stored at the same time. There, each round trip
+counts: the writing thread keeps its two connections (the batch's, and the
+one that reserves numbers) from one batch to the next, instead of a pool
+checkout and its ping each, and a batch's INSERTs are sent together,
+without waiting for each other's answer (:func:`core.db.pipeline.sent_together`). On SQLite, where a batch has the file
 to itself until its commit, it takes its numbers and its tickets' ids at
 once, in its own transaction (a statement per commune and one for the ids,
 not two per ticket), and gives back the numbers it did not use: references
@@ -50,18 +54,25 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.db.ids import take_ids_ahead
 from core.db.lists import among
 from core.db.models import SignalRecord, Ticket
-from core.db.new_rows import insert_new_rows
+from core.db.new_rows import plan_new_rows
+from core.db.pipeline import sent_together
 from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.intake import IntakeResult, accept_signal, key_is_drawn
-from core.references import give_back_unused, hold_reserved, reserve_numbers, take_numbers
+from core.references import (
+    give_back_unused,
+    hold_reserved,
+    reserve_numbers,
+    reserving_connection,
+    take_numbers,
+)
 from core.runtime import Runtime
 from core.signals import Report, Signal
 
@@ -100,6 +111,13 @@ class IntakeQueue:
         self._waiting: list[_Waiting] = []
         self._writer: threading.Thread | None = None
         self._closed = False
+        # PostgreSQL: the writing thread's own connections, kept between batches.
+        engine = runtime.engine
+        one_writer = engine.dialect.name == "sqlite"
+        self._writing = None if one_writer else _KeptConnection(engine.connect)
+        self._reserving = (
+            None if one_writer else _KeptConnection(lambda: reserving_connection(engine))
+        )
 
     @property
     def waiting(self) -> int:
@@ -160,6 +178,7 @@ class IntakeQueue:
                 while not self._waiting and not self._closed:
                     self._arrived.wait()
                 if not self._waiting:
+                    self._drop_kept()
                     return  # closed, and nothing left
             session = self._begin()  # SQLite: once this process's turn to write has come
             with self._arrived:
@@ -168,6 +187,7 @@ class IntakeQueue:
             try:
                 self._store(batch, session)
             except BaseException as exc:  # never leave a request waiting for ever
+                self._drop_kept()
                 for waiting in batch:
                     if waiting.result is None and waiting.error is None:
                         waiting.error = exc
@@ -180,10 +200,20 @@ class IntakeQueue:
                         log.debug("intake: a request's event loop closed before its answer")
 
     def _begin(self) -> Session | None:
-        """A session whose transaction has begun (on SQLite, with the write lock,
-        after waiting for the turn); None if it could not begin, and the batch
-        tries again in a session of its own."""
-        session = self.runtime.sessions()
+        """A session for the next batch: on SQLite, its transaction begun with the
+        write lock, after waiting for the turn; on PostgreSQL, on the writing
+        thread's kept connection, its transaction begun by its first statement
+        (after the batch's numbers are reserved, on the other kept connection).
+        None if it could not begin, and the batch tries again in a session of
+        its own."""
+        try:
+            if self._writing is not None:
+                return self.runtime.sessions(bind=self._writing.get())
+            session = self.runtime.sessions()
+        except Exception:
+            log.warning("intake: no connection for a batch", exc_info=True)
+            self._drop_kept()
+            return None
         try:
             session.connection()
         except Exception:
@@ -192,11 +222,19 @@ class IntakeQueue:
             return None
         return session
 
+    def _drop_kept(self) -> None:
+        """After a failure, the kept connections are given back: the next batch
+        takes fresh ones (which the pool checks), in case these are broken."""
+        for kept in (self._writing, self._reserving):
+            if kept is not None:
+                kept.drop()
+
     def _store(self, batch: list[_Waiting], session: Session | None) -> None:
         try:
             self._store_together(batch, session or self.runtime.sessions())
             return
         except Exception:
+            self._drop_kept()
             if len(batch) > 1:
                 log.warning(
                     "a batch of %d signals failed: storing each alone", len(batch), exc_info=True
@@ -227,7 +265,8 @@ class IntakeQueue:
             else:
                 # Writers run side by side: the batch must not hold its communes'
                 # counters until its commit (see core.references.reserve_numbers).
-                hold_reserved(session, reserve_numbers(self.runtime.engine, wanted))
+                assert self._reserving is not None
+                hold_reserved(session, reserve_numbers(self._reserving.get(), wanted))
             later: list[_Waiting] = []
             for waiting in batch:
                 signal, key = waiting.signal, waiting.signal.idempotency_key
@@ -243,17 +282,24 @@ class IntakeQueue:
                     continue
                 if key:
                     seen.add(key)
-            insert_new_rows(session)  # plain INSERTs, a table at a time
-            session.flush()  # what they could not take
-            for waiting in later:
-                try:
-                    waiting.result = accept_signal(
-                        self.runtime, session, waiting.signal, waiting.actor
-                    )
-                except InvalidInput as invalid:
-                    waiting.error = invalid
+            rows = plan_new_rows(session)  # plain INSERTs, a table at a time
+            if later or rows is None:  # reads to come, or rows for the ORM's flush
+                if rows is not None:
+                    rows.insert()
+                    rows = None
+                session.flush()  # what they could not take
+                for waiting in later:
+                    try:
+                        waiting.result = accept_signal(
+                            self.runtime, session, waiting.signal, waiting.actor
+                        )
+                    except InvalidInput as invalid:
+                        waiting.error = invalid
             if one_writer:
                 give_back_unused(session)
+            if rows is not None:
+                with sent_together(session):  # PostgreSQL: the INSERTs in one round trip
+                    rows.insert()
             session.commit()
 
     def _store_alone(self, waiting: _Waiting) -> IntakeResult:
@@ -268,6 +314,34 @@ class IntakeQueue:
                 if not result.repeated:
                     raise
             return result
+
+
+class _KeptConnection:
+    """A connection the writing thread keeps from one batch to the next
+    (PostgreSQL), opened when first needed: a pool checkout a batch, with its
+    ping (``pool_pre_ping``), was a round trip. A connection found broken
+    (the server restarted, say) fails the batch, whose reports are then
+    stored one by one in sessions of their own; the next batch opens a new
+    connection, checked by the pool. Used by the writing thread only."""
+
+    def __init__(self, connect: Callable[[], Connection]) -> None:
+        self._connect = connect
+        self._connection: Connection | None = None
+
+    def get(self) -> Connection:
+        if self._connection is not None and self._connection.invalidated:
+            self.drop()
+        if self._connection is None:
+            self._connection = self._connect()
+        return self._connection
+
+    def drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # already broken: the pool discards it
+                log.debug("intake: a kept connection did not close cleanly", exc_info=True)
 
 
 def _tickets_to_open(

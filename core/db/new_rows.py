@@ -56,19 +56,55 @@ def insert_new_rows(session: Session) -> int:
     or changed, and they stay pending for the session's ordinary flush, which
     then handles them all (a flush after some were taken out would not see
     them)."""
+    rows = plan_new_rows(session)
+    return rows.insert() if rows is not None else 0
+
+
+class NewRows:
+    """A session's new rows, their values ready, to be written by :meth:`insert`.
+
+    Planning reads (the keys the rows lack); writing does not, so the INSERTs
+    can be sent without waiting for each other's answer
+    (:func:`core.db.pipeline.sent_together`)."""
+
+    def __init__(self, session: Session, rows: dict[Table, tuple[_Plan, list[tuple[Any, dict]]]]):
+        self.session = session
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return sum(len(written) for _, written in self._rows.values())
+
+    def insert(self) -> int:
+        """One ``executemany`` per table, parents first; the rows then leave the
+        session as stored (detached) objects. Returns how many were written."""
+        session, connection = self.session, self.session.connection()
+        for table in _parents_first(frozenset(self._rows)):
+            plan, written = self._rows[table]
+            connection.execute(plan.insert, [row for _, row in written])
+            for instance, _ in written:
+                session.expunge(instance)
+                make_transient_to_detached(instance)
+        return len(self)
+
+
+def plan_new_rows(session: Session) -> NewRows | None:
+    """The session's new rows as :class:`NewRows`, their keys given first
+    (:func:`core.db.ids.give_ids`), if every one of them can go as a plain
+    INSERT; None if one cannot (nothing changed then: the session's flush
+    writes them all), or if there are none."""
     give_ids(session)
     going: list[tuple[Any, _Plan, dict[str, Any]]] = []
     for instance in session.new:  # in the order added
         state = inspect(instance)
         plan = _plan(state.mapper)
         if plan is None or state.dict.get(plan.key) is None:
-            return 0
+            return None
         parents = _parent_keys(state)
         if parents is None:
-            return 0
+            return None
         going.append((instance, plan, parents))
     if not going:
-        return 0
+        return None
     rows: dict[Table, tuple[_Plan, list[tuple[Any, dict[str, Any]]]]] = {}
     for instance, plan, parents in going:
         values = inspect(instance).dict
@@ -80,14 +116,7 @@ def insert_new_rows(session: Session) -> int:
                 value = default()
             values[attribute] = row[column] = value  # the object reads as after a flush
         rows.setdefault(plan.table, (plan, []))[1].append((instance, row))
-    connection = session.connection()
-    for table in _parents_first(frozenset(rows)):
-        plan, written = rows[table]
-        connection.execute(plan.insert, [row for _, row in written])
-        for instance, _ in written:
-            session.expunge(instance)
-            make_transient_to_detached(instance)
-    return len(going)
+    return NewRows(session, rows)
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,7 +12,7 @@ from core.answer_cache import Answer, AnswerCache, EntryCache
 from core.db.data_version import UNKNOWN, DataVersion, count_commits
 from core.db.engine import make_engine
 from core.db.models import Ticket
-from core.references import reserve_numbers
+from core.references import reserve_numbers, reserving_connection
 from core.runtime import Runtime, open_runtime
 from core.testing import wait_until
 
@@ -76,9 +76,10 @@ def test_numbers_reserved_for_a_batch_leave_the_kept_answers(vigie_runtime):
     (PostgreSQL only: SQLite counts every commit to its file itself.)"""
     wanted = {("clermont-ferrand", 2026): 3, ("chamalieres", 2026): 1}
     before = vigie_runtime.data_version.current()
-    first = reserve_numbers(vigie_runtime.engine, wanted)
-    assert vigie_runtime.data_version.current() == before
-    again = reserve_numbers(vigie_runtime.engine, wanted)  # committed: never given twice
+    with reserving_connection(vigie_runtime.engine) as connection:  # kept, as a batch's
+        first = reserve_numbers(connection, wanted)
+        assert vigie_runtime.data_version.current() == before
+        again = reserve_numbers(connection, wanted)  # committed: never given twice
     assert sorted(first[("clermont-ferrand", 2026)]) == [1, 2, 3]
     assert sorted(again[("clermont-ferrand", 2026)]) == [4, 5, 6]
     assert again[("chamalieres", 2026)] == [2]

@@ -19,7 +19,7 @@ from core.db.types import utcnow
 from core.errors import InvalidInput
 from core.intake import IntakeResult
 from core.references import next_number
-from core.signals import Location, Report
+from core.signals import Location, Report, Reporter
 from core.testing import wait_until
 
 TICKET = {
@@ -329,3 +329,97 @@ def test_closing_stores_what_was_handed_over_then_refuses(vigie_runtime):
     assert not any(t.name == "vigie-intake" and t.is_alive() for t in threading.enumerate())
     with pytest.raises(RuntimeError, match="stopping"):
         queue.accept(report(2), "agent:a")
+
+
+def refuse_in_the_database(runtime, description: str) -> None:
+    """A trigger that makes the database itself refuse a ticket with ``description``
+    when its INSERT runs (a constraint the code does not check beforehand)."""
+    with runtime.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tickets"
+                    f" WHEN NEW.description = '{description}'"
+                    " BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
+                )
+            )
+            return
+        connection.execute(
+            text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.description = '{description}' THEN"
+                " RAISE EXCEPTION 'refused by the database'; END IF; RETURN NEW; END $$"
+            )
+        )
+        connection.execute(
+            text("CREATE TRIGGER refuse BEFORE INSERT ON tickets FOR EACH ROW EXECUTE FUNCTION refuse()")
+        )
+
+
+def test_a_report_the_database_refuses_at_its_insert_fails_alone(vigie_runtime, caplog):
+    """The database refuses one row of the batch when its INSERT runs. On
+    PostgreSQL the batch's INSERTs are sent together, so the refusal arrives
+    after the INSERTs that follow it were sent: the batch is rolled back all
+    the same, and the others are stored, each alone."""
+    refuse_in_the_database(vigie_runtime, "Nid-de-poule n° 3")
+    outcomes = while_a_batch_is_stored(vigie_runtime, [report(n) for n in range(1, 6)])
+    assert "refused by the database" in str(outcomes[2])
+    assert all(isinstance(o, IntakeResult) for i, o in enumerate(outcomes) if i != 2)
+    assert stored_tickets(vigie_runtime) == 1 + 4
+    assert "storing each alone" in caplog.text
+    assert vigie_runtime.intake_queue.accept(report(6), "agent:a").created  # and it goes on
+
+
+@pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
+def test_batches_keep_their_connections_and_send_their_writes_together(vigie_runtime):
+    """PostgreSQL: after the first batch, a batch takes no connection from the
+    pool (each checkout pings the server: a round trip), and its INSERTs go in
+    a pipeline, answered together."""
+    queue = vigie_runtime.intake_queue
+    queue.accept(report(0), "agent:warm-up")
+    checkouts: list[str] = []
+    pipelined: list[bool] = []
+
+    def checkout(*_args) -> None:
+        checkouts.append(threading.current_thread().name)
+
+    def before(connection, _cursor, statement, *_args) -> None:
+        if statement.startswith("INSERT INTO tickets"):
+            pgconn = connection.connection.driver_connection.pgconn
+            pipelined.append(pgconn.pipeline_status != 0)  # libpq's PQ_PIPELINE_OFF
+
+    event.listen(vigie_runtime.engine.pool, "checkout", checkout)
+    event.listen(vigie_runtime.engine, "before_cursor_execute", before)
+    try:
+        for n in range(1, 4):
+            reporter = Reporter(email="camille@example.org", notify_by="email")  # and a receipt
+            assert queue.accept(report(n, reporter=reporter), "agent:a").created
+    finally:
+        event.remove(vigie_runtime.engine.pool, "checkout", checkout)
+        event.remove(vigie_runtime.engine, "before_cursor_execute", before)
+    assert "vigie-intake" not in checkouts
+    assert pipelined == [True, True, True]
+    assert stored_tickets(vigie_runtime) == 4
+
+
+@pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
+def test_a_kept_connection_the_server_ended_loses_no_report(vigie_runtime, caplog):
+    """PostgreSQL: the server ends the writing thread's kept connections (a
+    restart, an idle timeout). The next batch fails on them, its report is
+    stored alone, and the batches after it are stored together again, on new
+    connections."""
+    queue = vigie_runtime.intake_queue
+    queue.accept(report(0), "agent:warm-up")
+    kept = [queue._writing.get(), queue._reserving.get()]  # noqa: SLF001 (the connections to end)
+    pids = [connection.connection.driver_connection.info.backend_pid for connection in kept]
+    with vigie_runtime.engine.begin() as connection:
+        ended = connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+            {"pids": pids},
+        )
+        assert ended.scalars().all() == [True, True]
+    assert queue.accept(report(1), "agent:a").created  # its batch failed: stored alone
+    outcomes = while_a_batch_is_stored(vigie_runtime, [report(n) for n in range(2, 5)])
+    assert all(isinstance(o, IntakeResult) and o.created for o in outcomes)
+    assert "storing each alone" not in caplog.text  # together again, on new connections
+    assert stored_tickets(vigie_runtime) == 1 + 1 + 1 + 3
