@@ -126,7 +126,8 @@ def test_forms_beyond_the_address_limit_get_429_and_store_nothing(vigie_api):
     before = stored(vigie_api)
     refused = post_report(vigie_api, token=form_token(vigie_api), **LITTER)
     assert refused.status_code == 429
-    assert int(refused.headers["Retry-After"]) == 3  # a token every 3 s
+    # A token every 3 s: less if the forms before took a while to send (a busy machine).
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3
     assert "Trop d&#39;envois" in refused.text
     assert "n&#39;a pas été enregistré" in refused.text
     assert stored(vigie_api) == before
