@@ -60,7 +60,7 @@ from sqlalchemy.orm import Session
 
 from core.db.ids import take_ids_ahead
 from core.db.lists import among
-from core.db.models import SignalRecord, Ticket
+from core.db.models import OutboxMessage, SignalRecord, Ticket, TicketEvent
 from core.db.new_rows import plan_new_rows
 from core.db.pipeline import sent_together
 from core.db.types import utcnow
@@ -77,6 +77,13 @@ from core.runtime import Runtime
 from core.signals import Report, Signal
 
 log = logging.getLogger(__name__)
+
+
+# PostgreSQL: ids taken ahead per ticket a batch opens, for the rows the
+# ticket brings with it: its history (created, routed or redirected, due
+# date) and a receipt. Fewer than needed: the rest are taken in the
+# batch's transaction, a round trip more; more: gaps in the sequences.
+IDS_AHEAD = {TicketEvent.__table__: 3, OutboxMessage.__table__: 1}
 
 
 @dataclass(eq=False)
@@ -261,12 +268,11 @@ class IntakeQueue:
                 # The batch has the file to itself: its numbers and ticket ids are
                 # taken at once, in its own transaction (the unused given back).
                 hold_reserved(session, take_numbers(session, wanted))
-                take_ids_ahead(session, Ticket.__table__, sum(wanted.values()))
+                take_ids_ahead(session, {Ticket.__table__: sum(wanted.values())})
             else:
                 # Writers run side by side: the batch must not hold its communes'
                 # counters until its commit (see core.references.reserve_numbers).
-                assert self._reserving is not None
-                hold_reserved(session, reserve_numbers(self._reserving.get(), wanted))
+                self._reserve(session, wanted, sum(isinstance(w.signal, Report) for w in batch))
             later: list[_Waiting] = []
             for waiting in batch:
                 signal, key = waiting.signal, waiting.signal.idempotency_key
@@ -301,6 +307,22 @@ class IntakeQueue:
                 with sent_together(session):  # PostgreSQL: the INSERTs in one round trip
                     rows.insert()
             session.commit()
+
+    def _reserve(
+        self, session: Session, wanted: Counter[tuple[str, int]], reports: int
+    ) -> None:
+        """PostgreSQL: the batch's reference numbers, then about as many ids as
+        its rows will need (:data:`IDS_AHEAD`), on the connection that reserves,
+        in autocommit: its transaction then begins with its INSERTs."""
+        assert self._reserving is not None
+        connection = self._reserving.get()
+        hold_reserved(session, reserve_numbers(connection, wanted))
+        tickets = sum(wanted.values())
+        ahead = {Ticket.__table__: tickets, SignalRecord.__table__: reports}
+        for table, per_ticket in IDS_AHEAD.items():
+            ahead[table] = per_ticket * tickets
+        take_ids_ahead(session, ahead, connection)
+        connection.commit()  # SQLAlchemy's transaction object: nothing is sent
 
     def _store_alone(self, waiting: _Waiting) -> IntakeResult:
         with self.runtime.sessions() as session:

@@ -16,18 +16,22 @@ messages in 3 statements instead of 144.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Integer, Select, Table, event, func, inspect, select, text
+from sqlalchemy import Connection, Integer, Select, Table, event, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.events import per_transaction
 
+# Per table, for this transaction (core.events forgets them at its end).
+# SQLite: the highest id taken. PostgreSQL: the ids taken from the sequence
+# and not given yet, ahead (take_ids_ahead) or a few at a time (take_id);
+# unused ones are gaps.
 _LAST_TAKEN = per_transaction("vigie_last_taken_ids")
 # SQLite: ids taken ahead for this transaction (take_ids_ahead), per table.
 _AHEAD = per_transaction("vigie_ids_taken_ahead")
-# PostgreSQL: ids taken from the sequence a few at a time, kept for this
-# transaction (core.events forgets them at its end: unused ones are gaps).
+# PostgreSQL: how many ids take_id takes from a sequence at a time.
 BLOCK = 8
 # The query of the highest ids of some tables, built once per tuple of table
 # names: building it costs more than running it.
@@ -59,15 +63,34 @@ def take_id(session: Session, table: Table) -> int:
     return _sqlite_ids(session, table, 1)[0]
 
 
-def take_ids_ahead(session: Session, table: Table, count: int) -> None:
-    """SQLite: take ``count`` ids of ``table`` in one query, for :func:`take_id` to
-    give in this transaction (a batch knows how many tickets it opens). Those
-    not given are not stored, and the next transaction takes them again: no
-    gaps. PostgreSQL takes its ids a few at a time already: nothing to do."""
-    if count <= 0 or session.get_bind().dialect.name != "sqlite":
+def take_ids_ahead(
+    session: Session, wanted: Mapping[Table, int], connection: Connection | None = None
+) -> None:
+    """Take ids of several tables at once (``wanted``: how many of each), in one
+    query, for :func:`take_id` and :func:`give_ids` to give in this transaction
+    (a batch knows about how many rows it adds).
+
+    SQLite: exactly ``wanted``, after the highest stored; those not given are
+    not stored, and the next transaction takes them again: no gaps. On the
+    session's connection, which holds the write lock.
+
+    PostgreSQL: from the tables' sequences, on ``connection`` if given (a
+    sequence is outside transactions: taken on a connection in autocommit,
+    before the session's transaction begins, they cost that transaction no
+    round trip). Ids not given are gaps; rows beyond ``wanted`` get theirs
+    as usual."""
+    wanted = {table: count for table, count in wanted.items() if count > 0}
+    if not wanted:
         return
-    ahead = session.info.setdefault(_AHEAD, {}).setdefault(table.name, [])
-    ahead[:0] = reversed(_sqlite_ids(session, table, count))  # given from the end
+    if session.get_bind().dialect.name == "sqlite":
+        ahead = session.info.setdefault(_AHEAD, {})
+        for table, ids in _sqlite_ids_of(session, wanted).items():
+            ahead.setdefault(table.name, [])[:0] = reversed(ids)  # given from the end
+        return
+    spare = session.info.setdefault(_LAST_TAKEN, {})
+    taken = _sequence_ids_on(connection or session.connection(), wanted)
+    for table, ids in taken.items():
+        spare.setdefault(table.name, [])[:0] = reversed(ids)  # given from the end
 
 
 def _sqlite_ids(session: Session, table: Table, count: int) -> list[int]:
@@ -95,6 +118,10 @@ def _sqlite_ids_of(session: Session, wanted: dict[Table, int]) -> dict[Table, li
 
 def _sequence_ids_of(session: Session, wanted: dict[Table, int]) -> dict[Table, list[int]]:
     """PostgreSQL: ``count`` new values of each table's key sequence, in one query."""
+    return _sequence_ids_on(session.connection(), wanted)
+
+
+def _sequence_ids_on(connection: Connection, wanted: dict[Table, int]) -> dict[Table, list[int]]:
     names = tuple((table.name, _key_column(table).name) for table in wanted)
     query = _from_sequences.get(names)
     if query is None:
@@ -107,7 +134,7 @@ def _sequence_ids_of(session: Session, wanted: dict[Table, int]) -> dict[Table, 
     values: dict[str, Any] = {}
     for i, (name, count) in enumerate(zip(names, wanted.values(), strict=True)):
         values |= {f"table_{i}": name[0], f"column_{i}": name[1], f"count_{i}": count}
-    taken = session.connection().execute(query, values).one()
+    taken = connection.execute(query, values).one()
     return {table: sorted(ids) for table, ids in zip(wanted, taken, strict=True)}
 
 
@@ -147,12 +174,34 @@ def give_ids(session: Session) -> None:
         return
     wanted = {table: len(rows) for table, rows in waiting.items()}
     if session.get_bind().dialect.name == "postgresql":
-        ids = _sequence_ids_of(session, wanted)
+        ids = _ahead_first(session, wanted, _LAST_TAKEN, _sequence_ids_of)
     else:
-        ids = _sqlite_ids_of(session, wanted)
+        ids = _ahead_first(session, wanted, _AHEAD, _sqlite_ids_of)
     for table, rows in waiting.items():
         for (instance, attribute), new_id in zip(rows, ids[table], strict=True):
             setattr(instance, attribute, new_id)
+
+
+def _ahead_first(
+    session: Session,
+    wanted: dict[Table, int],
+    store: str,
+    take: Callable[[Session, dict[Table, int]], dict[Table, list[int]]],
+) -> dict[Table, list[int]]:
+    """The ids taken ahead for this transaction (``session.info[store]``) first,
+    lowest first; then, for what they do not cover, ``take``'s, in one query."""
+    ahead = session.info.setdefault(store, {})
+    given: dict[Table, list[int]] = {}
+    missing: dict[Table, int] = {}
+    for table, count in wanted.items():
+        spare = ahead.get(table.name) or []
+        given[table] = [spare.pop() for _ in range(min(count, len(spare)))]
+        if count > len(given[table]):
+            missing[table] = count - len(given[table])
+    if missing:
+        for table, ids in take(session, missing).items():
+            given[table] += ids
+    return given
 
 
 _keys: dict[Any, tuple[Table, str] | None] = {}

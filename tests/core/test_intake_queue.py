@@ -373,17 +373,21 @@ def test_a_report_the_database_refuses_at_its_insert_fails_alone(vigie_runtime, 
 @pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
 def test_batches_keep_their_connections_and_send_their_writes_together(vigie_runtime):
     """PostgreSQL: after the first batch, a batch takes no connection from the
-    pool (each checkout pings the server: a round trip), and its INSERTs go in
-    a pipeline, answered together."""
+    pool (each checkout pings the server: a round trip); its numbers and ids
+    are taken before its transaction, which only writes; and its INSERTs go
+    in a pipeline, answered together."""
     queue = vigie_runtime.intake_queue
     queue.accept(report(0), "agent:warm-up")
     checkouts: list[str] = []
     pipelined: list[bool] = []
+    in_transaction: list[str] = []  # the first word of each statement of a batch's transaction
 
     def checkout(*_args) -> None:
         checkouts.append(threading.current_thread().name)
 
     def before(connection, _cursor, statement, *_args) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            in_transaction.append(statement.split()[0])
         if statement.startswith("INSERT INTO tickets"):
             pgconn = connection.connection.driver_connection.pgconn
             pipelined.append(pgconn.pipeline_status != 0)  # libpq's PQ_PIPELINE_OFF
@@ -398,6 +402,7 @@ def test_batches_keep_their_connections_and_send_their_writes_together(vigie_run
         event.remove(vigie_runtime.engine.pool, "checkout", checkout)
         event.remove(vigie_runtime.engine, "before_cursor_execute", before)
     assert "vigie-intake" not in checkouts
+    assert set(in_transaction) == {"INSERT"}  # no SELECT for ids: a round trip each
     assert pipelined == [True, True, True]
     assert stored_tickets(vigie_runtime) == 4
 
