@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +27,7 @@ from core.db.engine import (
     make_engine,
     make_public_read_engine,
     make_session_factory,
+    read_again_if_disconnected,
 )
 from core.db.migrate import ensure_schema
 from core.errors import NotFound
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from core.intake_queue import IntakeQueue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,6 +73,13 @@ class Runtime:
             return self.read_sessions
         self._public_read_engine = make_public_read_engine(self.engine.url)
         return make_session_factory(self._public_read_engine)
+
+    def public_read(self, read: Callable[[Session], T]) -> T:
+        """``read(session)`` in a session of :attr:`public_read_sessions`, read
+        again once if its connection was dead: on PostgreSQL their pool does
+        not ping a connection at each checkout
+        (:func:`core.db.engine.read_again_if_disconnected`)."""
+        return read_again_if_disconnected(self.public_read_sessions, read)
 
     @cached_property
     def recent_tokens(self) -> RecentTokens:

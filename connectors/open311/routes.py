@@ -589,8 +589,9 @@ def build_router() -> APIRouter:
             bool(bbox),
             runtime.engine.dialect.name,
         )
-        with runtime.public_read_sessions() as session:
-            entries = _entries(runtime, session, statement, params, jurisdiction, language)
+        entries = runtime.public_read(
+            lambda session: _entries(runtime, session, statement, params, jurisdiction, language)
+        )
         return render(fmt, "service_requests", entries)
 
     @router.get(
@@ -623,15 +624,12 @@ def build_router() -> APIRouter:
         reference: str,
         fmt: str,
     ) -> Response:
-        with runtime.public_read_sessions() as session:
-            entries = _entries(
-                runtime,
-                session,
-                request_statement(len(jurisdiction.services)),
-                {"reference": reference},
-                jurisdiction,
-                language,
+        statement = request_statement(len(jurisdiction.services))
+        entries = runtime.public_read(
+            lambda session: _entries(
+                runtime, session, statement, {"reference": reference}, jurisdiction, language
             )
+        )
         if not entries:
             raise Open311Error(404, f"service_request_id {reference[:40]!r} not found")
         return render(fmt, "service_requests", entries)

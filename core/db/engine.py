@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,15 +67,42 @@ def make_public_read_engine(url: str | URL) -> Engine:
       read on the event loop never waits for a connection.
     - A statement timeout (:data:`PUBLIC_READ_TIMEOUT`): a read on the event
       loop holds up its process while it runs; a database gone slow makes it
-      fail, not hang."""
+      fail, not hang.
+    - No ping at each checkout (``pool_pre_ping``): it was one more round trip
+      on the event loop for every answer built. A read that finds its
+      connection dead (the server restarted) is read again, once, on a new
+      one (:func:`read_again_if_disconnected`)."""
     engine = make_engine(
-        url, 8, plans_with_values=False, isolation_level="AUTOCOMMIT", max_overflow=40
+        url,
+        8,
+        plans_with_values=False,
+        isolation_level="AUTOCOMMIT",
+        max_overflow=40,
+        pool_pre_ping=False,
     )
     event.listen(engine, "connect", _public_read_settings)
     return engine
 
 
 PUBLIC_READ_TIMEOUT = "10s"
+
+T = TypeVar("T")
+
+
+def read_again_if_disconnected(sessions: Callable[[], Session], read: Callable[[Session], T]) -> T:
+    """``read(session)`` in a session of ``sessions``; if its connection turns out
+    dead, again, once, in a new session. SQLAlchemy then also drops the pool's
+    connections older than that one, so the second read gets a fresh
+    connection. For reads only, which can run twice: a write that failed on a
+    dead connection may or may not have been committed."""
+    try:
+        with sessions() as session:
+            return read(session)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with sessions() as session:
+        return read(session)
 
 
 def _public_read_settings(dbapi_connection, _record) -> None:

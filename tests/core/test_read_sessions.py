@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from core.db.models import ApiToken, Ticket
 
@@ -48,3 +48,27 @@ def test_public_reads_on_postgresql_send_no_begin_and_may_keep_generic_plans(vig
     # The ingestion's reads still plan with their values (core.db.lists).
     with vigie_runtime.read_sessions() as reader:
         assert reader.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+
+
+@pytest.mark.parametrize("vigie_database_url", ["postgresql"], indirect=True)
+def test_a_public_read_on_a_connection_the_server_ended_is_read_again(vigie_runtime):
+    """PostgreSQL: public reads take their connections without a ping (one more
+    round trip on the event loop for every answer built). One the server ended
+    (a restart) fails the read, which is read again on a new connection."""
+    backend = lambda session: session.execute(text("SELECT pg_backend_pid()")).scalar()  # noqa: E731
+    first = vigie_runtime.public_read(backend)
+    engine = vigie_runtime.public_read_sessions.kw["bind"]
+    with vigie_runtime.engine.begin() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    failures: list[tuple[bool, bool]] = []
+
+    def handle_error(context) -> None:
+        failures.append((context.is_disconnect, context.is_pre_ping))
+
+    event.listen(engine, "handle_error", handle_error)
+    try:
+        again = vigie_runtime.public_read(backend)
+    finally:
+        event.remove(engine, "handle_error", handle_error)
+    assert again != first
+    assert failures == [(True, False)]  # the read found it dead, not a ping before it
